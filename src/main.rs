@@ -1,0 +1,3 @@
+fn main() {
+    println!("llorchd {}", env!("CARGO_PKG_VERSION"));
+}
