@@ -3,6 +3,9 @@
 //! Layout (see docs/ARCHITECTURE.md for the invariants):
 //! - `config`: typed TOML config, defaults, env overrides; depends on nothing.
 //! - `gguf`: the GGUF format (parse over bytes, write, tensor types).
+//! - `testing`: where tests find the real models (not used by the server).
 
 pub mod config;
 pub mod gguf;
+#[doc(hidden)]
+pub mod testing;
