@@ -1,0 +1,67 @@
+//! The multi-row x multi-column driver shared by every ISA.
+//!
+//! Batch invariance rests on one rule: each (row, column) value is computed by
+//! exactly the arithmetic of the single-pair dot product, whatever tile it
+//! falls in. Tiled SIMD kernels keep one accumulator chain per pair, so tiling
+//! changes the instruction schedule, never the operations a value sees.
+
+use super::DotFn;
+
+/// Validated gemm operands (see `Kernels::gemm`): `nr` weight rows of `wb`
+/// bytes at `w_stride`, `nc` activation rows of `ab` bytes at `act_stride`,
+/// each `nb` blocks; output `out[c * out_stride + r]`.
+pub(crate) struct GemmArgs<'a> {
+    pub nb: usize,
+    pub wb: usize,
+    pub ab: usize,
+    /// The pair kernel of the same ISA, for tails and for types without a
+    /// tiled kernel.
+    pub dot: DotFn,
+    pub w: &'a [u8],
+    pub w_stride: usize,
+    pub nr: usize,
+    pub acts: &'a [u8],
+    pub act_stride: usize,
+    pub nc: usize,
+    pub out_stride: usize,
+}
+
+impl GemmArgs<'_> {
+    #[inline(always)]
+    pub fn w_row(&self, r: usize) -> &[u8] {
+        &self.w[r * self.w_stride..r * self.w_stride + self.wb]
+    }
+
+    #[inline(always)]
+    pub fn act_row(&self, c: usize) -> &[u8] {
+        &self.acts[c * self.act_stride..c * self.act_stride + self.ab]
+    }
+
+    /// Pairs `rows x cols` one at a time through `dot`.
+    ///
+    /// # Safety
+    /// `dot`'s ISA must be available (guaranteed by `Kernels`).
+    #[inline(always)]
+    pub unsafe fn pairs(
+        &self,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        for c in cols {
+            let a = self.act_row(c);
+            for r in rows.clone() {
+                out[c * self.out_stride + r] = unsafe { (self.dot)(self.nb, self.w_row(r), a) };
+            }
+        }
+    }
+}
+
+/// Gemm as a loop of pair dot products (scalar ISA, and types without a tiled
+/// kernel). Column-outer so one activation row stays in cache across rows.
+///
+/// # Safety
+/// See [`super::GemmFn`].
+pub(crate) unsafe fn gemm_by_dot_scalar(args: &GemmArgs<'_>, out: &mut [f32]) {
+    unsafe { args.pairs(0..args.nr, 0..args.nc, out) }
+}

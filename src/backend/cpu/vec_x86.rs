@@ -1,0 +1,194 @@
+//! x86 SIMD bodies of `vec.rs`, in ggml's lane layouts.
+
+use super::Isa;
+use core::arch::x86_64::*;
+use half::f16;
+
+/// # Safety
+/// `isa` available; `x`, `y` valid for `n` f32 reads.
+pub(super) unsafe fn dot_f32(isa: Isa, n: usize, x: *const u8, y: *const u8) -> f32 {
+    unsafe {
+        match isa {
+            Isa::Avx512 => dot_f32_512(n, x as *const f32, y as *const f32),
+            _ => dot_f32_256(n, x as *const f32, y as *const f32),
+        }
+    }
+}
+
+/// # Safety
+/// `isa` available; `x`, `y` valid for `n` f16 reads.
+pub(super) unsafe fn dot_f16(isa: Isa, n: usize, x: *const u8, y: *const u8) -> f32 {
+    unsafe {
+        match isa {
+            Isa::Avx512 => dot_f16_512(n, x as *const u16, y as *const u16),
+            _ => dot_f16_256(n, x as *const u16, y as *const u16),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn reduce8(v: __m256) -> f32 {
+    // GGML_F32x8_REDUCE's tail: lo + hi, then two hadds.
+    unsafe {
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    }
+}
+
+#[inline(always)]
+unsafe fn reduce16(v: __m512) -> f32 {
+    // GCC's _mm512_reduce_add_ps.
+    unsafe {
+        let t3 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+        let t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+        let t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, 0b01_00_11_10));
+        _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_256(n: usize, x: *const f32, y: *const f32) -> f32 {
+    unsafe {
+        let np = n & !31;
+        let mut s = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, sj) in s.iter_mut().enumerate() {
+                let a = _mm256_loadu_ps(x.add(i + 8 * j));
+                let b = _mm256_loadu_ps(y.add(i + 8 * j));
+                *sj = _mm256_fmadd_ps(a, b, *sj);
+            }
+            i += 32;
+        }
+        let s0 = _mm256_add_ps(s[0], s[2]);
+        let s1 = _mm256_add_ps(s[1], s[3]);
+        let mut sumf = reduce8(_mm256_add_ps(s0, s1));
+        for k in np..n {
+            sumf = (*x.add(k)).mul_add(*y.add(k), sumf);
+        }
+        sumf
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+unsafe fn dot_f32_512(n: usize, x: *const f32, y: *const f32) -> f32 {
+    unsafe {
+        let np = n & !63;
+        let mut s = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, sj) in s.iter_mut().enumerate() {
+                let a = _mm512_loadu_ps(x.add(i + 16 * j));
+                let b = _mm512_loadu_ps(y.add(i + 16 * j));
+                *sj = _mm512_fmadd_ps(a, b, *sj);
+            }
+            i += 64;
+        }
+        let s0 = _mm512_add_ps(s[0], s[2]);
+        let s1 = _mm512_add_ps(s[1], s[3]);
+        let mut sumf = reduce16(_mm512_add_ps(s0, s1));
+        for k in np..n {
+            sumf = (*x.add(k)).mul_add(*y.add(k), sumf);
+        }
+        sumf
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_256(n: usize, x: *const u16, y: *const u16) -> f32 {
+    unsafe {
+        let np = n & !31;
+        let mut s = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, sj) in s.iter_mut().enumerate() {
+                let a = _mm256_cvtph_ps(_mm_loadu_si128(x.add(i + 8 * j) as *const __m128i));
+                let b = _mm256_cvtph_ps(_mm_loadu_si128(y.add(i + 8 * j) as *const __m128i));
+                *sj = _mm256_fmadd_ps(a, b, *sj);
+            }
+            i += 32;
+        }
+        let s0 = _mm256_add_ps(s[0], s[2]);
+        let s1 = _mm256_add_ps(s[1], s[3]);
+        let mut sumf = reduce8(_mm256_add_ps(s0, s1)) as f64;
+        for k in np..n {
+            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            sumf += p as f64;
+        }
+        sumf as f32
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+unsafe fn dot_f16_512(n: usize, x: *const u16, y: *const u16) -> f32 {
+    unsafe {
+        let np = n & !63;
+        let mut s = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, sj) in s.iter_mut().enumerate() {
+                let a = _mm512_cvtph_ps(_mm256_loadu_si256(x.add(i + 16 * j) as *const __m256i));
+                let b = _mm512_cvtph_ps(_mm256_loadu_si256(y.add(i + 16 * j) as *const __m256i));
+                *sj = _mm512_fmadd_ps(a, b, *sj);
+            }
+            i += 64;
+        }
+        let s0 = _mm512_add_ps(s[0], s[2]);
+        let s1 = _mm512_add_ps(s[1], s[3]);
+        let mut sumf = reduce16(_mm512_add_ps(s0, s1)) as f64;
+        for k in np..n {
+            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            sumf += p as f64;
+        }
+        sumf as f32
+    }
+}
+
+/// Element-wise, so one 8-wide body serves every ISA.
+///
+/// # Safety
+/// AVX2, FMA and F16C available; `y.len() == x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+    unsafe {
+        let n = y.len();
+        let yp = y.as_mut_ptr() as *mut u16;
+        let xp = x.as_ptr() as *const u16;
+        let vv = _mm256_set1_ps(v);
+        let mut i = 0;
+        while i + 8 <= n {
+            let a = _mm256_cvtph_ps(_mm_loadu_si128(xp.add(i) as *const __m128i));
+            let b = _mm256_cvtph_ps(_mm_loadu_si128(yp.add(i) as *const __m128i));
+            let r = _mm256_fmadd_ps(a, vv, b);
+            _mm_storeu_si128(yp.add(i) as *mut __m128i, _mm256_cvtps_ph::<0>(r));
+            i += 8;
+        }
+        for k in i..n {
+            y[k] = f16::from_f32(x[k].to_f32().mul_add(v, y[k].to_f32()));
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_f16(y: &mut [f16], v: f32) {
+    unsafe {
+        let n = y.len();
+        let yp = y.as_mut_ptr() as *mut u16;
+        let vv = _mm256_set1_ps(v);
+        let mut i = 0;
+        while i + 8 <= n {
+            let b = _mm256_cvtph_ps(_mm_loadu_si128(yp.add(i) as *const __m128i));
+            _mm_storeu_si128(
+                yp.add(i) as *mut __m128i,
+                _mm256_cvtps_ph::<0>(_mm256_mul_ps(b, vv)),
+            );
+            i += 8;
+        }
+        for k in i..n {
+            y[k] = f16::from_f32(y[k].to_f32() * v);
+        }
+    }
+}
