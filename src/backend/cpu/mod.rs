@@ -10,3 +10,5 @@ pub mod quant;
 pub mod vec;
 
 pub use isa::Isa;
+pub mod matmul;
+pub mod threadpool;

@@ -1,0 +1,372 @@
+//! Continuous batching over a pool's slots, on the pool's engine thread.
+//!
+//! Each step: take newly submitted tasks into free slots (reusing the
+//! longest cached prefix), drop canceled tasks, then build one batch from
+//! every running sequence: one token for those decoding, a chunk of prompt
+//! for those prefilling (bounded per step, so a long prompt never stalls
+//! running streams for long), run the forward pass, and sample. Sequences
+//! join and leave between steps.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::model::decode::{DecodeParams, FinishReason, SequenceDecoder, TokenOut};
+use crate::model::{BatchEntry, Forward, Model, SeqCache};
+
+use super::stats::PoolStats;
+
+/// A task as the engine runs it: prompt already tokenized and checked
+/// against the context.
+pub struct EngineTask {
+    pub id: String,
+    pub prompt: Vec<u32>,
+    pub params: DecodeParams,
+    /// Prefer the slot this session used last (its KV cache).
+    pub session: Option<String>,
+    pub events: UnboundedSender<EngineEvent>,
+    pub cancel: Arc<AtomicBool>,
+    pub submitted_at: Instant,
+}
+
+/// What a running task reports, in order: `Started`, `Token`*, then one of
+/// `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Started {
+        /// Prompt tokens whose KV was reused from an earlier sequence.
+        reused_tokens: usize,
+        queue_ms: u64,
+    },
+    Token(TokenOut),
+    Finished(TaskSummary),
+    Failed {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub reason: FinishReason,
+    pub tokens_in: usize,
+    pub tokens_out: usize,
+    pub reused_tokens: usize,
+    /// From the first prompt chunk to the first generated token.
+    pub prefill_ms: u64,
+    /// From the first generated token to the last.
+    pub decode_ms: u64,
+    pub canceled: bool,
+}
+
+/// Messages to the engine thread.
+pub enum EngineCommand {
+    Submit(EngineTask),
+    /// Finish what is running, accept nothing new, then exit.
+    Shutdown,
+}
+
+struct Running {
+    task: EngineTask,
+    decoder: SequenceDecoder,
+    /// Prompt tokens not yet in the cache.
+    next_prompt: usize,
+    /// The token to feed next when decoding.
+    last: Option<u32>,
+    reused: usize,
+    started: Instant,
+    first_token_at: Option<Instant>,
+}
+
+struct Slot {
+    cache: SeqCache,
+    /// Tokens whose KV is in `cache`, in order (for prefix reuse).
+    tokens: Vec<u32>,
+    session: Option<String>,
+    last_used: Instant,
+    running: Option<Running>,
+}
+
+pub struct SchedulerConfig {
+    pub slots: usize,
+    pub ctx: usize,
+    /// Prompt tokens processed per step across all sequences.
+    pub prefill_chunk: usize,
+}
+
+pub struct Scheduler {
+    model: Arc<Model>,
+    fw: Forward,
+    slots: Vec<Slot>,
+    waiting: VecDeque<EngineTask>,
+    cfg: SchedulerConfig,
+    stats: Arc<PoolStats>,
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl Scheduler {
+    pub fn new(
+        model: Arc<Model>,
+        fw: Forward,
+        cfg: SchedulerConfig,
+        stats: Arc<PoolStats>,
+    ) -> Scheduler {
+        let now = Instant::now();
+        let slots = (0..cfg.slots)
+            .map(|_| Slot {
+                cache: model.new_cache(cfg.ctx),
+                tokens: Vec::new(),
+                session: None,
+                last_used: now,
+                running: None,
+            })
+            .collect();
+        stats.set_slots(cfg.slots, 0);
+        Scheduler {
+            model,
+            fw,
+            slots,
+            waiting: VecDeque::new(),
+            cfg,
+            stats,
+        }
+    }
+
+    /// The engine thread's loop. Returns when told to shut down and all
+    /// running work is done, or when every sender is gone.
+    pub fn run(mut self, rx: Receiver<EngineCommand>) {
+        let mut shutting_down = false;
+        loop {
+            let busy = self.slots.iter().any(|s| s.running.is_some()) || !self.waiting.is_empty();
+            // Block only when idle.
+            let first = if busy {
+                rx.try_recv().ok()
+            } else if shutting_down {
+                return;
+            } else {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut cmd = first;
+            while let Some(c) = cmd.take() {
+                match c {
+                    EngineCommand::Submit(t) => {
+                        if shutting_down {
+                            let _ = t.events.send(EngineEvent::Failed {
+                                message: "pool is shutting down".into(),
+                            });
+                        } else {
+                            self.waiting.push_back(t);
+                        }
+                    }
+                    EngineCommand::Shutdown => shutting_down = true,
+                }
+                cmd = rx.try_recv().ok();
+            }
+            self.step();
+        }
+    }
+
+    /// Admit waiting tasks into free slots.
+    fn admit(&mut self) {
+        while let Some(task) = self.waiting.front() {
+            if task.cancel.load(Ordering::Acquire) {
+                let t = self.waiting.pop_front().unwrap();
+                finish_canceled(&t, 0, 0, 0);
+                continue;
+            }
+            // Prefer the session's slot, then the longest reusable prefix,
+            // then the least recently used.
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.running.is_none())
+                .max_by_key(|(i, s)| {
+                    let same_session = task.session.is_some() && s.session == task.session;
+                    let prefix = common_prefix(&s.tokens, &task.prompt);
+                    (
+                        same_session,
+                        prefix,
+                        std::cmp::Reverse(s.last_used),
+                        std::cmp::Reverse(*i),
+                    )
+                })
+                .map(|(i, _)| i);
+            let Some(si) = best else { break };
+            let task = self.waiting.pop_front().unwrap();
+            let slot = &mut self.slots[si];
+            // Keep at least one prompt token to compute, for its logits.
+            let reuse =
+                common_prefix(&slot.tokens, &task.prompt).min(task.prompt.len().saturating_sub(1));
+            slot.cache.truncate(reuse);
+            slot.tokens.truncate(reuse);
+            slot.session = task.session.clone();
+            let queue_ms = task.submitted_at.elapsed().as_millis() as u64;
+            let _ = task.events.send(EngineEvent::Started {
+                reused_tokens: reuse,
+                queue_ms,
+            });
+            let decoder =
+                SequenceDecoder::new(self.model.tokenizer.clone(), &task.params, &task.prompt);
+            slot.running = Some(Running {
+                task,
+                decoder,
+                next_prompt: reuse,
+                last: None,
+                reused: reuse,
+                started: Instant::now(),
+                first_token_at: None,
+            });
+        }
+    }
+
+    fn step(&mut self) {
+        // Drop canceled sequences before doing work for them.
+        for slot in &mut self.slots {
+            let canceled = slot
+                .running
+                .as_ref()
+                .is_some_and(|r| r.task.cancel.load(Ordering::Acquire));
+            if canceled {
+                let r = slot.running.take().unwrap();
+                finish_canceled(
+                    &r.task,
+                    r.task.prompt.len(),
+                    r.decoder.generated(),
+                    r.reused,
+                );
+                slot.last_used = Instant::now();
+            }
+        }
+        self.admit();
+
+        // Plan the batch.
+        let mut budget = self.cfg.prefill_chunk.max(1);
+        let mut plan: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // slot, tokens, wants logits
+        for (si, slot) in self.slots.iter().enumerate() {
+            let Some(r) = &slot.running else { continue };
+            if let Some(t) = r.last {
+                plan.push((si, vec![t], true));
+            } else if budget > 0 {
+                let left = r.task.prompt.len() - r.next_prompt;
+                let n = left.min(budget);
+                budget -= n;
+                let chunk = r.task.prompt[r.next_prompt..r.next_prompt + n].to_vec();
+                plan.push((si, chunk, n == left));
+            }
+        }
+        let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
+        self.stats.set_slots(self.slots.len(), busy);
+        self.stats.set_waiting(self.waiting.len());
+        if plan.is_empty() {
+            return;
+        }
+
+        // Run it.
+        let t0 = Instant::now();
+        let n_tokens: usize = plan.iter().map(|p| p.1.len()).sum();
+        let n_decode = plan
+            .iter()
+            .filter(|p| p.1.len() == 1 && self.slots[p.0].running.as_ref().unwrap().last.is_some())
+            .count();
+        let result = {
+            let mut entries: Vec<BatchEntry> = Vec::with_capacity(plan.len());
+            // Split borrows of distinct slots.
+            let mut slot_refs: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Some).collect();
+            for (si, toks, want) in &plan {
+                let slot = slot_refs[*si].take().expect("slot planned once");
+                entries.push(BatchEntry {
+                    cache: &mut slot.cache,
+                    tokens: toks,
+                    want_logits: *want,
+                });
+            }
+            self.model.forward(&mut self.fw, &mut entries)
+        };
+        let step_time = t0.elapsed();
+        if let Err(e) = result {
+            // A batch-level failure fails every sequence in it.
+            for (si, _, _) in &plan {
+                if let Some(r) = self.slots[*si].running.take() {
+                    let _ = r.task.events.send(EngineEvent::Failed {
+                        message: e.to_string(),
+                    });
+                }
+                self.slots[*si].tokens.clear();
+                self.slots[*si].cache.clear();
+            }
+            return;
+        }
+        self.stats.record_step(step_time, n_tokens, n_decode);
+
+        // Consume the outputs.
+        let mut logit_row = 0;
+        let nv = self.model.hparams.n_vocab;
+        for (si, toks, want) in plan {
+            let slot = &mut self.slots[si];
+            slot.tokens.extend_from_slice(&toks);
+            slot.last_used = Instant::now();
+            let r = slot.running.as_mut().unwrap();
+            if r.last.is_none() {
+                r.next_prompt += toks.len();
+            }
+            if !want {
+                continue;
+            }
+            let logits = self.fw.logits(logit_row, nv);
+            logit_row += 1;
+            let out = r.decoder.step(&self.model.tokenizer, logits);
+            if r.first_token_at.is_none() {
+                r.first_token_at = Some(Instant::now());
+            }
+            r.last = Some(out.id);
+            let finish = out.finish;
+            let _ = r.task.events.send(EngineEvent::Token(out));
+            if let Some(reason) = finish {
+                let r = slot.running.take().unwrap();
+                let first = r.first_token_at.unwrap_or_else(Instant::now);
+                let _ = r.task.events.send(EngineEvent::Finished(TaskSummary {
+                    reason,
+                    tokens_in: r.task.prompt.len(),
+                    tokens_out: r.decoder.generated(),
+                    reused_tokens: r.reused,
+                    prefill_ms: first.duration_since(r.started).as_millis() as u64,
+                    decode_ms: first.elapsed().as_millis() as u64,
+                    canceled: false,
+                }));
+            } else if slot.tokens.len() >= slot.cache.ctx() {
+                // Admission keeps prompt + max_tokens within ctx; this is a guard.
+                let r = slot.running.take().unwrap();
+                let _ = r.task.events.send(EngineEvent::Failed {
+                    message: "context full".into(),
+                });
+            }
+        }
+        let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
+        self.stats.set_slots(self.slots.len(), busy);
+        let kv: usize = self.slots.iter().map(|s| s.cache.len()).sum();
+        self.stats.set_kv(kv, self.slots.len() * self.cfg.ctx);
+    }
+}
+
+fn finish_canceled(t: &EngineTask, tokens_in: usize, tokens_out: usize, reused: usize) {
+    let _ = t.events.send(EngineEvent::Finished(TaskSummary {
+        reason: FinishReason::Stop,
+        tokens_in,
+        tokens_out,
+        reused_tokens: reused,
+        prefill_ms: 0,
+        decode_ms: 0,
+        canceled: true,
+    }));
+}
