@@ -20,7 +20,9 @@ impl RealModel {
 
     pub fn sha256(self) -> &'static str {
         match self {
-            RealModel::Smollm2 => "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            RealModel::Smollm2 => {
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+            }
             RealModel::Gemma3 => "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         }
     }
@@ -58,8 +60,9 @@ pub fn real_model(m: RealModel) -> PathBuf {
 
 /// `../shared/testdata/llamacpp-reference.json`, parsed.
 pub fn llamacpp_reference() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/llamacpp-reference.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata/llamacpp-reference.json");
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).expect("reference json")
 }

@@ -479,7 +479,11 @@ macro_rules! read_vec {
     }};
 }
 
-fn read_scalar(c: &mut Cursor, ty: ValueType, what: &dyn Fn() -> String) -> Result<Value, GgufError> {
+fn read_scalar(
+    c: &mut Cursor,
+    ty: ValueType,
+    what: &dyn Fn() -> String,
+) -> Result<Value, GgufError> {
     Ok(match ty {
         ValueType::U8 => Value::U8(c.array::<1>(what)?[0]),
         ValueType::I8 => Value::I8(c.array::<1>(what)?[0] as i8),
@@ -608,12 +612,19 @@ impl Gguf {
             }
             let ty_id = c.u32(&what)?;
             let rel = c.u64(&what)?;
-            let ty = GgmlType::from_id(ty_id)
-                .ok_or_else(|| GgufError::UnknownTensorType { name: name.clone(), id: ty_id })?;
+            let ty = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownTensorType {
+                name: name.clone(),
+                id: ty_id,
+            })?;
             if tensor_index.insert(name.clone(), raw.len()).is_some() {
                 return Err(GgufError::DuplicateTensor(name));
             }
-            raw.push(Raw { name, dims, ty, rel });
+            raw.push(Raw {
+                name,
+                dims,
+                ty,
+                rel,
+            });
         }
 
         // The data section starts at the next multiple of the alignment.
@@ -686,7 +697,9 @@ impl Gguf {
         }
 
         // No two tensors may share bytes.
-        let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].size > 0).collect();
+        let mut order: Vec<usize> = (0..tensors.len())
+            .filter(|&i| tensors[i].size > 0)
+            .collect();
         order.sort_by_key(|&i| tensors[i].offset);
         for w in order.windows(2) {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
@@ -740,7 +753,11 @@ impl Gguf {
 
     /// The bytes of a tensor, sliced from the same buffer that was parsed.
     pub fn tensor_data<'b>(&self, buf: &'b [u8], t: &TensorInfo) -> &'b [u8] {
-        assert_eq!(buf.len() as u64, self.file_len, "tensor_data: not the parsed buffer");
+        assert_eq!(
+            buf.len() as u64,
+            self.file_len,
+            "tensor_data: not the parsed buffer"
+        );
         &buf[t.offset as usize..(t.offset + t.size) as usize]
     }
 

@@ -46,14 +46,30 @@ fn put_array(out: &mut Vec<u8>, a: &Array) {
         Array::U8(v) => out.extend_from_slice(v),
         Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
         Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
-        Array::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         Array::String(v) => v.iter().for_each(|s| put_string(out, s)),
         Array::Array(v) => v.iter().for_each(|a| put_array(out, a)),
     }
@@ -112,7 +128,13 @@ impl GgufWriter {
     /// Add a tensor. Panics if `data` does not match `dims` and `ty`: the
     /// writer is for building valid files (corrupt ones are made by editing
     /// the bytes afterwards).
-    pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> &mut Self {
         let n: u64 = dims.iter().product();
         let expect = ty.row_bytes(dims[0]).expect("row length fits blocks") * (n / dims[0].max(1));
         assert_eq!(data.len() as u64, expect, "tensor {name}: data size");
@@ -132,8 +154,13 @@ impl GgufWriter {
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
         let mut meta = self.metadata.clone();
-        if self.alignment != DEFAULT_ALIGNMENT && !meta.iter().any(|(k, _)| k == "general.alignment") {
-            meta.push(("general.alignment".into(), Value::U32(self.alignment as u32)));
+        if self.alignment != DEFAULT_ALIGNMENT
+            && !meta.iter().any(|(k, _)| k == "general.alignment")
+        {
+            meta.push((
+                "general.alignment".into(),
+                Value::U32(self.alignment as u32),
+            ));
         }
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         for (k, v) in &meta {
@@ -185,7 +212,10 @@ mod tests {
                 "tokenizer.ggml.tokens",
                 Value::Array(Array::String(vec!["a".into(), "b".into()])),
             )
-            .set("nested", Value::Array(Array::Array(vec![Array::I32(vec![1, -2])])));
+            .set(
+                "nested",
+                Value::Array(Array::Array(vec![Array::I32(vec![1, -2])])),
+            );
         w.add_tensor("a", &[4, 2], GgmlType::F32, vec![0u8; 32]);
         w.add_tensor("b", &[32], GgmlType::Q8_0, vec![1u8; 34]);
         w
@@ -223,7 +253,10 @@ mod tests {
         let g = Gguf::parse(&bytes).unwrap();
         assert_eq!(g.alignment, 64);
         assert_eq!(g.data_offset % 64, 0);
-        assert!(g.tensors.iter().all(|t| (t.offset - g.data_offset) % 64 == 0));
+        assert!(g
+            .tensors
+            .iter()
+            .all(|t| (t.offset - g.data_offset) % 64 == 0));
     }
 
     #[test]
@@ -248,6 +281,9 @@ mod tests {
             .rposition(|w| w == needle)
             .expect("b's offset in the header");
         bytes[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
-        assert!(matches!(Gguf::parse(&bytes), Err(GgufError::OverlappingTensors { .. })));
+        assert!(matches!(
+            Gguf::parse(&bytes),
+            Err(GgufError::OverlappingTensors { .. })
+        ));
     }
 }
