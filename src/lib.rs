@@ -10,6 +10,7 @@
 //! - `model`: hyperparameters, weights, tokenizers, chat templates, forward
 //!   pass, KV cache, sampling.
 //! - `worker`: pools, the engine thread and continuous batching.
+//! - `telemetry`: metric names, the Prometheus recorder, logging, systemd notify.
 //! - `testing`: where tests find the real models (not used by the server).
 
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod gguf;
 pub mod model;
+pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
 pub mod worker;
