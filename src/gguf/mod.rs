@@ -10,3 +10,6 @@ pub use file::{GgufFile, GgufFileError};
 pub use reader::{Array, Gguf, GgufError, TensorInfo, Value, ValueType};
 pub use types::{GgmlType, QK_K};
 pub use writer::GgufWriter;
+
+#[cfg(test)]
+mod reader_tests;
