@@ -1,0 +1,3 @@
+//! Everything that knows what a transformer is.
+
+pub mod synth;
