@@ -341,11 +341,12 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parse TOML text (no env, no validation). Errors name key, line and column.
+    /// Parse TOML text (no env, no validation). Errors name key, line and
+    /// column on one line.
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: one_line_toml_error(text, &e),
         })
     }
 
@@ -583,6 +584,30 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `line L, column C, key `k`: message` from a TOML error. The key is read
+/// from the start of the line the error points at (TOML's messages name it
+/// only for unknown fields).
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, column {column}, key `{k}`: {message}"),
+        None => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 /// The 1-based line where a dotted key (`pools[0].slots`, `server.bind`) is
 /// set, found by scanning the TOML text. Best effort: None when not found.
 fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
@@ -701,7 +726,15 @@ slots = 4
         let e = load_text("[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n", &no_env)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("line 4") && e.contains("`slots`"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_its_line() {
+        let e = load_text("[server]\nbind = \n", &no_env).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
