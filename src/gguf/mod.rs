@@ -11,7 +11,7 @@ pub use file::{GgufFile, GgufFileError};
 pub use reader::{Array, Gguf, GgufError, TensorInfo, Value, ValueType};
 pub use summary::GgufSummary;
 pub use types::{GgmlType, QK_K};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorLayout};
 
 #[cfg(test)]
 mod reader_tests;
