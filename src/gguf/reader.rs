@@ -695,7 +695,7 @@ impl Gguf {
                     r.ty.block_size()
                 ))
             })?;
-            let rows = if inner == 0 { 0 } else { n_el / inner };
+            let rows = n_el.checked_div(inner).unwrap_or(0);
             let size = row
                 .checked_mul(rows)
                 .ok_or_else(|| bad("byte size overflows".into()))?;

@@ -220,7 +220,7 @@ fn large_but_plausible_counts_allocate_only_what_is_read() {
 
 #[test]
 fn tensor_offsets_out_of_range() {
-    for off in [64u64, 1 << 20, u64::MAX - 31, u64::MAX & !31] {
+    for off in [64u64, 1 << 20, 1 << 62, u64::MAX - 31] {
         let mut r = Raw::new(1, 0);
         r.tensor("t", &[8], GgmlType::F32.id(), off).pad_to(32).data(64);
         let e = parse(&r.bytes).unwrap_err();

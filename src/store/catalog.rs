@@ -218,7 +218,7 @@ impl Catalog {
             },
             e => StoreError::Database {
                 path: db_path.clone(),
-                source: e.into(),
+                source: Box::new(e.into()),
             },
         })?;
         schema::prepare(&db, &db_path)?;
@@ -259,7 +259,7 @@ impl Catalog {
     fn db_err<E: Into<redb::Error>>(&self) -> impl Fn(E) -> StoreError + '_ {
         move |e| StoreError::Database {
             path: self.db_path.clone(),
-            source: e.into(),
+            source: Box::new(e.into()),
         }
     }
 

@@ -66,8 +66,9 @@ pub enum StoreError {
     #[error("model store database {}: {source}", path.display())]
     Database {
         path: PathBuf,
+        /// Boxed: redb's error is large and this path is rare.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("catalog entry {id:?} is unreadable: {message}")]
     CorruptEntry { id: String, message: String },

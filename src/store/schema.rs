@@ -53,7 +53,7 @@ pub(super) mod v1 {
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> StoreError + '_ {
     move |source| StoreError::Database {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     }
 }
 
