@@ -327,30 +327,26 @@ impl Config {
                 })?;
                 (Self::parse_str(&text, p)?, text, p.to_path_buf())
             }
-            None => (
-                Config::default(),
-                String::new(),
-                PathBuf::from("<defaults>"),
-            ),
+            None => (Config::default(), String::new(), PathBuf::from("<defaults>")),
         };
         cfg.apply_env(env)?;
-        cfg.validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                line: line_of_key(&text, &key)
-                    .map(|n| format!(" (line {n})"))
-                    .unwrap_or_default(),
-                path: shown,
-                key,
-                message,
-            })?;
+        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
+            line: line_of_key(&text, &key)
+                .map(|n| format!(" (line {n})"))
+                .unwrap_or_default(),
+            path: shown,
+            key,
+            message,
+        })?;
         Ok(cfg)
     }
 
-    /// Parse TOML text (no env, no validation). Errors name key, line and column.
+    /// Parse TOML text (no env, no validation). Errors name key, line and
+    /// column on one line.
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: one_line_toml_error(text, &e),
         })
     }
 
@@ -484,16 +480,10 @@ impl Config {
         let err = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
         match (self.profile, self.role) {
             (Profile::Home, Some(_)) => {
-                return err(
-                    "role",
-                    "only a cloud profile has a role; remove it or set profile = \"cloud\"",
-                )
+                return err("role", "only a cloud profile has a role; remove it or set profile = \"cloud\"")
             }
             (Profile::Cloud, None) => {
-                return err(
-                    "role",
-                    "a cloud profile needs role = \"control\" or \"worker\"",
-                )
+                return err("role", "a cloud profile needs role = \"control\" or \"worker\"")
             }
             _ => {}
         }
@@ -536,17 +526,11 @@ impl Config {
         }
         let worker_like = self.profile == Profile::Home || self.role == Some(Role::Worker);
         if !worker_like && !self.pools.is_empty() {
-            return err(
-                "pools",
-                "a control plane loads no model; pools belong on workers",
-            );
+            return err("pools", "a control plane loads no model; pools belong on workers");
         }
         if self.role == Some(Role::Worker) {
             if self.cloud.node_id.as_deref().unwrap_or("").is_empty() {
-                return err(
-                    "cloud.node_id",
-                    "a worker needs a node id (or POOL_MANAGERD_NODE_ID)",
-                );
+                return err("cloud.node_id", "a worker needs a node id (or POOL_MANAGERD_NODE_ID)");
             }
             if let Err(m) = validate_id(self.cloud.node_id.as_deref().unwrap_or("")) {
                 return Err(("cloud.node_id".into(), m));
@@ -562,10 +546,7 @@ impl Config {
             return err("tls", "set both cert and key, or neither");
         }
         if self.tls.require_client_cert && self.tls.ca.is_none() {
-            return err(
-                "tls.require_client_cert",
-                "needs tls.ca to verify client certificates",
-            );
+            return err("tls.require_client_cert", "needs tls.ca to verify client certificates");
         }
         Ok(())
     }
@@ -603,6 +584,30 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `line L, column C, key `k`: message` from a TOML error. The key is read
+/// from the start of the line the error points at (TOML's messages name it
+/// only for unknown fields).
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, column {column}, key `{k}`: {message}"),
+        None => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 /// The 1-based line where a dotted key (`pools[0].slots`, `server.bind`) is
 /// set, found by scanning the TOML text. Best effort: None when not found.
 fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
@@ -629,10 +634,7 @@ fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('[') {
-            let name = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string();
+            let name = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
             let is_array = line.starts_with("[[");
             in_target = match table {
                 None => false,
@@ -721,13 +723,18 @@ slots = 4
 
     #[test]
     fn wrong_type_names_line() {
-        let e = load_text(
-            "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n",
-            &no_env,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("line 4"), "{e}");
+        let e = load_text("[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("`slots`"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_its_line() {
+        let e = load_text("[server]\nbind = \n", &no_env).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
@@ -740,13 +747,9 @@ slots = 4
 
     #[test]
     fn cloud_needs_a_role_and_home_has_none() {
-        let e = load_text("profile = \"cloud\"\n", &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = load_text("profile = \"cloud\"\n", &no_env).unwrap_err().to_string();
         assert!(e.contains("`role`"), "{e}");
-        let e = load_text("role = \"worker\"\n", &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = load_text("role = \"worker\"\n", &no_env).unwrap_err().to_string();
         assert!(e.contains("`role`") && e.contains("line 1"), "{e}");
     }
 
@@ -797,8 +800,7 @@ slots = 4
 
     #[test]
     fn control_plane_rejects_pools() {
-        let text =
-            "profile = \"cloud\"\nrole = \"control\"\n[[pools]]\nid = \"p\"\nmodel = \"m\"\n";
+        let text = "profile = \"cloud\"\nrole = \"control\"\n[[pools]]\nid = \"p\"\nmodel = \"m\"\n";
         let e = load_text(text, &no_env).unwrap_err().to_string();
         assert!(e.contains("`pools`"), "{e}");
     }

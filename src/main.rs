@@ -1,29 +1,8 @@
-//! The `llorchd` binary: parse the command line and hand over to the
-//! library. The only place, with `cli/`, where `anyhow` is used.
+//! The `llorchd` binary. Subcommand bodies live in `src/cli/`; this file
+//! only hands over. `anyhow` is used here and in `cli`, nowhere else.
 
-use clap::{Parser, Subcommand};
+mod cli;
 
-use llorchd::cli;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "llorchd",
-    version,
-    about = "Serve and orchestrate LLM inference on GGUF models"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a model's token ids for a text as a JSON array.
-    Tokenize(cli::tokenize::TokenizeArgs),
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Tokenize(args) => cli::tokenize::run(&args),
-    }
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -2,11 +2,14 @@
 //! llama.cpp's `llama-tokenize --ids`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::gguf::GgufFile;
-use crate::model::tokenizer::Tokenizer;
+use llorchd::gguf::GgufFile;
+use llorchd::model::tokenizer::Tokenizer;
+
+use super::Run;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TokenizeArgs {
@@ -74,7 +77,14 @@ pub fn process_escapes(input: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn run(args: &TokenizeArgs) -> anyhow::Result<()> {
+impl Run for TokenizeArgs {
+    fn run(self, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
+        tokenize(&self)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn tokenize(args: &TokenizeArgs) -> anyhow::Result<()> {
     let raw: Vec<u8> = match (&args.text, &args.file) {
         (Some(t), _) => t.as_bytes().to_vec(),
         (None, Some(f)) => {

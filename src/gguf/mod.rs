@@ -3,10 +3,15 @@
 
 pub mod file;
 pub mod reader;
+pub mod summary;
 pub mod types;
 pub mod writer;
 
 pub use file::{GgufFile, GgufFileError};
 pub use reader::{Array, Gguf, GgufError, TensorInfo, Value, ValueType};
+pub use summary::GgufSummary;
 pub use types::{GgmlType, QK_K};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorLayout};
+
+#[cfg(test)]
+mod reader_tests;

@@ -13,7 +13,18 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// GGML tensors have at most four dimensions.
 pub const MAX_DIMS: u32 = 4;
 /// Arrays nested deeper than this are refused (real files nest at most once).
-const MAX_ARRAY_DEPTH: u32 = 4;
+pub const MAX_ARRAY_DEPTH: u32 = 4;
+/// ggml keeps tensor names in a 64-byte buffer with a terminating NUL.
+pub const MAX_TENSOR_NAME: usize = 63;
+/// Up-front capacity for vectors sized by a count read from the file. Counts
+/// are already checked against the bytes left, but a corrupt count in a
+/// multi-gigabyte file could still ask for gigabytes at once: beyond this,
+/// vectors grow only as elements are actually read.
+const MAX_PREALLOC: usize = 4096;
+
+fn prealloc(n: u64) -> usize {
+    (n as usize).min(MAX_PREALLOC)
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GgufError {
@@ -21,14 +32,14 @@ pub enum GgufError {
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     UnsupportedVersion(u32),
-    #[error("file truncated: {what} needs {need} bytes at offset {at}, file has {len}")]
+    #[error("file truncated: {what} needs {need} bytes at offset {at}, file has {len}; the file is incomplete or corrupt")]
     Truncated {
         what: String,
         at: u64,
         need: u64,
         len: u64,
     },
-    #[error("{what}: count {count} is impossible for a file of {len} bytes")]
+    #[error("{what}: count {count} is impossible for a file of {len} bytes (corrupt file)")]
     AbsurdCount { what: String, count: u64, len: u64 },
     #[error("{what}: invalid UTF-8")]
     BadUtf8 { what: String },
@@ -38,6 +49,10 @@ pub enum GgufError {
     NestingTooDeep { key: String },
     #[error("duplicate metadata key {0:?}")]
     DuplicateKey(String),
+    #[error("metadata key #{0} is empty")]
+    EmptyKey(u64),
+    #[error("tensor #{index}: name is {len} bytes long (at most {MAX_TENSOR_NAME})")]
+    TensorNameTooLong { index: u64, len: usize },
     #[error("duplicate tensor name {0:?}")]
     DuplicateTensor(String),
     #[error("general.alignment {0} must be a non-zero power of two")]
@@ -446,18 +461,32 @@ impl<'a> Cursor<'a> {
         (self.buf.len() - self.pos) as u64
     }
 
-    /// A count of items each at least `min_size` bytes long, checked against
-    /// what is left of the input.
+    /// A count of items each at least `min_size` bytes long, read and then
+    /// checked against what is left of the input.
     fn count(&mut self, min_size: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
         let n = self.u64(what)?;
-        if n.checked_mul(min_size).is_none_or(|b| b > self.remaining()) {
-            return Err(GgufError::AbsurdCount {
+        self.check_count(n, min_size, what)?;
+        Ok(n)
+    }
+
+    /// `n` items of at least `min_size` bytes must fit in what is left. A
+    /// count that could not fit even the whole input is absurd; one that
+    /// merely runs past the end means the input is truncated.
+    fn check_count(&self, n: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<(), GgufError> {
+        match n.checked_mul(min_size) {
+            Some(b) if b <= self.remaining() => Ok(()),
+            Some(b) if b <= self.buf.len() as u64 => Err(GgufError::Truncated {
+                what: what(),
+                at: self.pos as u64,
+                need: b,
+                len: self.buf.len() as u64,
+            }),
+            _ => Err(GgufError::AbsurdCount {
                 what: what(),
                 count: n,
                 len: self.buf.len() as u64,
-            });
+            }),
         }
-        Ok(n)
     }
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
@@ -527,14 +556,14 @@ fn read_array(c: &mut Cursor, key: &str, depth: u32) -> Result<Array, GgufError>
         ValueType::I64 => Array::I64(read_vec!(c, n, i64, &what)),
         ValueType::F64 => Array::F64(read_vec!(c, n, f64, &what)),
         ValueType::String => {
-            let mut v = Vec::with_capacity(n as usize);
+            let mut v = Vec::with_capacity(prealloc(n));
             for i in 0..n {
                 v.push(c.string(&|| format!("metadata key {key:?} element {i}"))?);
             }
             Array::String(v)
         }
         ValueType::Array => {
-            let mut v = Vec::with_capacity(n as usize);
+            let mut v = Vec::with_capacity(prealloc(n));
             for _ in 0..n {
                 v.push(read_array(c, key, depth + 1)?);
             }
@@ -556,15 +585,19 @@ impl Gguf {
         if version != 2 && version != 3 {
             return Err(GgufError::UnsupportedVersion(version));
         }
-        // The smallest tensor info is 8 (name) + 4 + 4 + 8 bytes; the
-        // smallest key-value pair is 8 (key) + 4 + 1 bytes.
-        let n_tensors = c.count(24, &|| "tensor count".into())?;
+        // The smallest key-value pair is 8 (key) + 4 + 1 bytes; the smallest
+        // tensor info is 8 (name) + 4 + 4 + 8 bytes. The tensor count is
+        // checked where the tensor infos start, against what is left there.
+        let n_tensors = c.u64(&|| "tensor count".into())?;
         let n_kv = c.count(13, &|| "metadata count".into())?;
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity(prealloc(n_kv));
+        let mut index = HashMap::with_capacity(prealloc(n_kv));
         for i in 0..n_kv {
             let key = c.string(&|| format!("metadata key #{i}"))?;
+            if key.is_empty() {
+                return Err(GgufError::EmptyKey(i));
+            }
             let what = || format!("metadata key {key:?}");
             let ty_id = c.u32(&what)?;
             let ty = ValueType::from_id(ty_id).ok_or_else(|| GgufError::UnknownValueType {
@@ -597,10 +630,17 @@ impl Gguf {
             ty: GgmlType,
             rel: u64,
         }
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        c.check_count(n_tensors, 24, &|| "tensor count".into())?;
+        let mut raw = Vec::with_capacity(prealloc(n_tensors));
+        let mut tensor_index = HashMap::with_capacity(prealloc(n_tensors));
         for i in 0..n_tensors {
             let name = c.string(&|| format!("tensor #{i} name"))?;
+            if name.len() > MAX_TENSOR_NAME {
+                return Err(GgufError::TensorNameTooLong {
+                    index: i,
+                    len: name.len(),
+                });
+            }
             let what = || format!("tensor {name:?} info");
             let n_dims = c.u32(&what)?;
             if n_dims > MAX_DIMS {
@@ -648,7 +688,10 @@ impl Gguf {
                 dims: r.dims.clone(),
                 why,
             };
-            // ggml keeps element counts in i64.
+            // ggml keeps dimensions and element counts in i64.
+            if let Some(d) = r.dims.iter().find(|&&d| d > i64::MAX as u64) {
+                return Err(bad(format!("dimension {d} is negative as a signed 64-bit count")));
+            }
             let n_el = r
                 .dims
                 .iter()
@@ -663,7 +706,7 @@ impl Gguf {
                     r.ty.block_size()
                 ))
             })?;
-            let rows = if inner == 0 { 0 } else { n_el / inner };
+            let rows = n_el.checked_div(inner).unwrap_or(0);
             let size = row
                 .checked_mul(rows)
                 .ok_or_else(|| bad("byte size overflows".into()))?;

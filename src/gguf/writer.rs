@@ -147,12 +147,9 @@ impl GgufWriter {
         self
     }
 
-    /// The file as bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+    /// Metadata as written: `general.alignment` is added when the alignment
+    /// is not the default.
+    fn metadata_to_write(&self) -> Vec<(String, Value)> {
         let mut meta = self.metadata.clone();
         if self.alignment != DEFAULT_ALIGNMENT
             && !meta.iter().any(|(k, _)| k == "general.alignment")
@@ -162,31 +159,54 @@ impl GgufWriter {
                 Value::U32(self.alignment as u32),
             ));
         }
+        meta
+    }
+
+    /// The header up to the data section (padding included) for tensors of
+    /// the given layouts and byte sizes, and each tensor's offset in the
+    /// data section.
+    fn header(&self, tensors: &[(&str, &[u64], GgmlType, u64)]) -> (Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"GGUF");
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        let meta = self.metadata_to_write();
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         for (k, v) in &meta {
             put_string(&mut out, k);
             put_value(&mut out, v);
         }
-        let align = self.alignment as usize;
-        let mut offset = 0usize;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
+        let align = self.alignment;
+        let mut offset = 0u64;
+        let mut offsets = Vec::with_capacity(tensors.len());
+        for &(_, _, _, size) in tensors {
             offsets.push(offset);
-            offset = (offset + t.data.len()).next_multiple_of(align);
+            offset = (offset + size).next_multiple_of(align);
         }
-        for (t, off) in self.tensors.iter().zip(&offsets) {
-            put_string(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
+        for (&(name, dims, ty, _), off) in tensors.iter().zip(&offsets) {
+            put_string(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&t.ty.id().to_le_bytes());
-            out.extend_from_slice(&(*off as u64).to_le_bytes());
+            out.extend_from_slice(&ty.id().to_le_bytes());
+            out.extend_from_slice(&off.to_le_bytes());
         }
-        out.resize(out.len().next_multiple_of(align), 0);
+        out.resize(out.len().next_multiple_of(align as usize), 0);
+        (out, offsets)
+    }
+
+    /// The file as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let infos: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty, t.data.len() as u64))
+            .collect();
+        let (mut out, offsets) = self.header(&infos);
         let data_start = out.len();
         for (t, off) in self.tensors.iter().zip(&offsets) {
-            out.resize(data_start + off, 0);
+            out.resize(data_start + *off as usize, 0);
             out.extend_from_slice(&t.data);
         }
         out
@@ -194,6 +214,83 @@ impl GgufWriter {
 
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
         w.write_all(&self.to_bytes())
+    }
+
+    /// Write a file whose tensors (`self.tensors` is ignored) are given by
+    /// layout and produced one at a time by `fill`, so that files larger
+    /// than memory can be written. `fill(i, layout, out)` must write exactly
+    /// the layout's byte size. Returns the bytes written.
+    pub fn write_streaming(
+        &self,
+        layouts: &[TensorLayout],
+        out: &mut dyn Write,
+        fill: &mut dyn FnMut(usize, &TensorLayout, &mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let mut infos = Vec::with_capacity(layouts.len());
+        for l in layouts {
+            let size = l.byte_size().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "tensor {}: shape {:?} is not a whole number of {} blocks",
+                        l.name, l.dims, l.ty
+                    ),
+                )
+            })?;
+            infos.push((l.name.as_str(), l.dims.as_slice(), l.ty, size));
+        }
+        let (header, offsets) = self.header(&infos);
+        out.write_all(&header)?;
+        let mut pos = 0u64;
+        for (i, (l, off)) in layouts.iter().zip(&offsets).enumerate() {
+            let pad = (off - pos) as usize;
+            out.write_all(&vec![0u8; pad])?;
+            let mut counted = CountingWriter { inner: out, n: 0 };
+            fill(i, l, &mut counted)?;
+            let size = infos[i].3;
+            if counted.n != size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("tensor {}: wrote {} bytes, layout needs {size}", l.name, counted.n),
+                ));
+            }
+            pos = off + size;
+        }
+        Ok(header.len() as u64 + pos)
+    }
+}
+
+/// A tensor's name, shape and type, without its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorLayout {
+    pub name: String,
+    /// GGML order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+impl TensorLayout {
+    /// Bytes of data, or None when rows are not whole blocks or it overflows.
+    pub fn byte_size(&self) -> Option<u64> {
+        let row = *self.dims.first()?;
+        let rows = self.dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        self.ty.row_bytes(row)?.checked_mul(rows)
+    }
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -285,5 +382,27 @@ mod tests {
             Gguf::parse(&bytes),
             Err(GgufError::OverlappingTensors { .. })
         ));
+    }
+
+    #[test]
+    fn streaming_writes_the_same_bytes() {
+        let w = sample();
+        let layouts: Vec<TensorLayout> = w
+            .tensors
+            .iter()
+            .map(|t| TensorLayout { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .collect();
+        let mut out = Vec::new();
+        let n = w
+            .write_streaming(&layouts, &mut out, &mut |i, _, o| o.write_all(&w.tensors[i].data))
+            .unwrap();
+        // to_bytes ends at the last tensor's data, like the streaming writer.
+        assert_eq!(out, w.to_bytes());
+        assert_eq!(n, out.len() as u64);
+        // A fill that writes the wrong amount is an error, not a bad file.
+        let e = w
+            .write_streaming(&layouts, &mut Vec::new(), &mut |_, _, o| o.write_all(&[0; 3]))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -9,6 +9,7 @@ pub mod hparams;
 pub mod kv_cache;
 pub mod sampling;
 pub mod stop;
+pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 
