@@ -258,7 +258,7 @@ pub const ALL: &[MetricDef] = &[
     def(POOL_HEALTH_CHECKS_TOTAL, Counter, &["pool_id", "outcome"], CONTROL_SIDE,
         "Pool health checks run by the control side, by pool and outcome (ok, timeout, unreachable, error)."),
     def(NODES_ONLINE, Gauge, &[], CONTROL,
-        "Registered nodes that heartbeated within the node timeout."),
+        "Registered nodes in state online: heartbeating within the node timeout and not draining."),
     def(NODES, Gauge, &["state"], CONTROL,
         "Registered nodes by state (online, stale, offline, draining); every state is always present."),
     def(POOLS_AVAILABLE, Gauge, &["pool_id"], CONTROL_SIDE,
