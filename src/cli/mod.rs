@@ -6,7 +6,10 @@
 //! validation error (bad arguments, invalid config, invalid ids); errors go
 //! to stderr as one line.
 
+mod bench;
 mod check_config;
+mod engine_args;
+mod generate;
 mod models;
 mod synth;
 mod tokenize;
@@ -82,6 +85,10 @@ commands! {
     CheckConfig(check_config::CheckConfig),
     /// Inspect GGUF files, and stage and manage models in the store.
     Models(models::Models),
+    /// Generate text from a prompt; only the text goes to stdout.
+    Generate(generate::Generate),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(bench::Bench),
     /// Print a model's token ids for a text (like `llama-tokenize --ids`).
     Tokenize(tokenize::TokenizeArgs),
 }
