@@ -109,6 +109,7 @@ impl Bpe {
             .unwrap_or(NO_SYMBOL)
     }
 
+    #[cfg(test)]
     pub fn n_merges(&self) -> usize {
         self.merges.len()
     }

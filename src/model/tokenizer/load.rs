@@ -415,7 +415,7 @@ fn detect_special_by_text(vocab: &mut Vocab, ids: &mut SpecialIds) -> Vec<u32> {
     let call = has(&eog, vocab, "<|call|>").is_some() || has(&eog, vocab, "<|calls|>").is_some();
     let flush = has(&eog, vocab, "<|flush|>").is_some();
     if let Some(end) = end {
-        if (ret && call) || (call && flush) {
+        if call && (ret || flush) {
             eog.retain(|&x| x != end);
             vocab.set_attr(end, TokenAttr(TokenAttr::USER_DEFINED));
         }

@@ -145,16 +145,16 @@ mod tests {
 
     #[test]
     fn highest_score_wins() {
+        // "bc" scores higher than "ab"; then "a"+"bc" has no token.
         let v = vocab(&[
             ("a", 0.0),
             ("b", 0.0),
             ("c", 0.0),
             ("ab", -2.0),
             ("bc", -1.0),
-            ("abc", -5.0),
         ]);
-        // "bc" scores higher than "ab"; then "a"+"bc" has no token.
         assert_eq!(enc(&v, "abc"), [0, 4]);
+        // Any concatenation that is a token merges, whatever its score.
         let v = vocab(&[
             ("a", 0.0),
             ("b", 0.0),

@@ -44,10 +44,6 @@ impl StrTable {
         self.offsets.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn get(&self, id: u32) -> &[u8] {
         let i = id as usize;
         &self.arena[self.offsets[i] as usize..self.offsets[i + 1] as usize]

@@ -65,10 +65,6 @@ impl Vocab {
         self.attrs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.attrs.is_empty()
-    }
-
     pub fn contains(&self, id: u32) -> bool {
         (id as usize) < self.len()
     }
