@@ -472,7 +472,12 @@ impl<'a> Cursor<'a> {
     /// `n` items of at least `min_size` bytes must fit in what is left. A
     /// count that could not fit even the whole input is absurd; one that
     /// merely runs past the end means the input is truncated.
-    fn check_count(&self, n: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<(), GgufError> {
+    fn check_count(
+        &self,
+        n: u64,
+        min_size: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<(), GgufError> {
         match n.checked_mul(min_size) {
             Some(b) if b <= self.remaining() => Ok(()),
             Some(b) if b <= self.buf.len() as u64 => Err(GgufError::Truncated {
@@ -508,7 +513,11 @@ macro_rules! read_vec {
     }};
 }
 
-fn read_scalar(c: &mut Cursor, ty: ValueType, what: &dyn Fn() -> String) -> Result<Value, GgufError> {
+fn read_scalar(
+    c: &mut Cursor,
+    ty: ValueType,
+    what: &dyn Fn() -> String,
+) -> Result<Value, GgufError> {
     Ok(match ty {
         ValueType::U8 => Value::U8(c.array::<1>(what)?[0]),
         ValueType::I8 => Value::I8(c.array::<1>(what)?[0] as i8),
@@ -648,12 +657,19 @@ impl Gguf {
             }
             let ty_id = c.u32(&what)?;
             let rel = c.u64(&what)?;
-            let ty = GgmlType::from_id(ty_id)
-                .ok_or_else(|| GgufError::UnknownTensorType { name: name.clone(), id: ty_id })?;
+            let ty = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownTensorType {
+                name: name.clone(),
+                id: ty_id,
+            })?;
             if tensor_index.insert(name.clone(), raw.len()).is_some() {
                 return Err(GgufError::DuplicateTensor(name));
             }
-            raw.push(Raw { name, dims, ty, rel });
+            raw.push(Raw {
+                name,
+                dims,
+                ty,
+                rel,
+            });
         }
 
         // The data section starts at the next multiple of the alignment.
@@ -679,7 +695,9 @@ impl Gguf {
             };
             // ggml keeps dimensions and element counts in i64.
             if let Some(d) = r.dims.iter().find(|&&d| d > i64::MAX as u64) {
-                return Err(bad(format!("dimension {d} is negative as a signed 64-bit count")));
+                return Err(bad(format!(
+                    "dimension {d} is negative as a signed 64-bit count"
+                )));
             }
             let n_el = r
                 .dims
@@ -729,7 +747,9 @@ impl Gguf {
         }
 
         // No two tensors may share bytes.
-        let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].size > 0).collect();
+        let mut order: Vec<usize> = (0..tensors.len())
+            .filter(|&i| tensors[i].size > 0)
+            .collect();
         order.sort_by_key(|&i| tensors[i].offset);
         for w in order.windows(2) {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
@@ -783,7 +803,11 @@ impl Gguf {
 
     /// The bytes of a tensor, sliced from the same buffer that was parsed.
     pub fn tensor_data<'b>(&self, buf: &'b [u8], t: &TensorInfo) -> &'b [u8] {
-        assert_eq!(buf.len() as u64, self.file_len, "tensor_data: not the parsed buffer");
+        assert_eq!(
+            buf.len() as u64,
+            self.file_len,
+            "tensor_data: not the parsed buffer"
+        );
         &buf[t.offset as usize..(t.offset + t.size) as usize]
     }
 

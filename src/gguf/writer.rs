@@ -46,14 +46,30 @@ fn put_array(out: &mut Vec<u8>, a: &Array) {
         Array::U8(v) => out.extend_from_slice(v),
         Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
         Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
-        Array::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Array::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::U64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Array::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         Array::String(v) => v.iter().for_each(|s| put_string(out, s)),
         Array::Array(v) => v.iter().for_each(|a| put_array(out, a)),
     }
@@ -112,7 +128,13 @@ impl GgufWriter {
     /// Add a tensor. Panics if `data` does not match `dims` and `ty`: the
     /// writer is for building valid files (corrupt ones are made by editing
     /// the bytes afterwards).
-    pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> &mut Self {
         let n: u64 = dims.iter().product();
         let expect = ty.row_bytes(dims[0]).expect("row length fits blocks") * (n / dims[0].max(1));
         assert_eq!(data.len() as u64, expect, "tensor {name}: data size");
@@ -129,8 +151,13 @@ impl GgufWriter {
     /// is not the default.
     fn metadata_to_write(&self) -> Vec<(String, Value)> {
         let mut meta = self.metadata.clone();
-        if self.alignment != DEFAULT_ALIGNMENT && !meta.iter().any(|(k, _)| k == "general.alignment") {
-            meta.push(("general.alignment".into(), Value::U32(self.alignment as u32)));
+        if self.alignment != DEFAULT_ALIGNMENT
+            && !meta.iter().any(|(k, _)| k == "general.alignment")
+        {
+            meta.push((
+                "general.alignment".into(),
+                Value::U32(self.alignment as u32),
+            ));
         }
         meta
     }
@@ -174,7 +201,14 @@ impl GgufWriter {
         let infos: Vec<_> = self
             .tensors
             .iter()
-            .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty, t.data.len() as u64))
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dims.as_slice(),
+                    t.ty,
+                    t.data.len() as u64,
+                )
+            })
             .collect();
         let (mut out, offsets) = self.header(&infos);
         let data_start = out.len();
@@ -224,7 +258,10 @@ impl GgufWriter {
             if counted.n != size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("tensor {}: wrote {} bytes, layout needs {size}", l.name, counted.n),
+                    format!(
+                        "tensor {}: wrote {} bytes, layout needs {size}",
+                        l.name, counted.n
+                    ),
                 ));
             }
             pos = off + size;
@@ -246,7 +283,9 @@ impl TensorLayout {
     /// Bytes of data, or None when rows are not whole blocks or it overflows.
     pub fn byte_size(&self) -> Option<u64> {
         let row = *self.dims.first()?;
-        let rows = self.dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        let rows = self.dims[1..]
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))?;
         self.ty.row_bytes(row)?.checked_mul(rows)
     }
 }
@@ -282,7 +321,10 @@ mod tests {
                 "tokenizer.ggml.tokens",
                 Value::Array(Array::String(vec!["a".into(), "b".into()])),
             )
-            .set("nested", Value::Array(Array::Array(vec![Array::I32(vec![1, -2])])));
+            .set(
+                "nested",
+                Value::Array(Array::Array(vec![Array::I32(vec![1, -2])])),
+            );
         w.add_tensor("a", &[4, 2], GgmlType::F32, vec![0u8; 32]);
         w.add_tensor("b", &[32], GgmlType::Q8_0, vec![1u8; 34]);
         w
@@ -320,7 +362,10 @@ mod tests {
         let g = Gguf::parse(&bytes).unwrap();
         assert_eq!(g.alignment, 64);
         assert_eq!(g.data_offset % 64, 0);
-        assert!(g.tensors.iter().all(|t| (t.offset - g.data_offset) % 64 == 0));
+        assert!(g
+            .tensors
+            .iter()
+            .all(|t| (t.offset - g.data_offset) % 64 == 0));
     }
 
     #[test]
@@ -345,7 +390,10 @@ mod tests {
             .rposition(|w| w == needle)
             .expect("b's offset in the header");
         bytes[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
-        assert!(matches!(Gguf::parse(&bytes), Err(GgufError::OverlappingTensors { .. })));
+        assert!(matches!(
+            Gguf::parse(&bytes),
+            Err(GgufError::OverlappingTensors { .. })
+        ));
     }
 
     #[test]
@@ -354,18 +402,26 @@ mod tests {
         let layouts: Vec<TensorLayout> = w
             .tensors
             .iter()
-            .map(|t| TensorLayout { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .map(|t| TensorLayout {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
             .collect();
         let mut out = Vec::new();
         let n = w
-            .write_streaming(&layouts, &mut out, &mut |i, _, o| o.write_all(&w.tensors[i].data))
+            .write_streaming(&layouts, &mut out, &mut |i, _, o| {
+                o.write_all(&w.tensors[i].data)
+            })
             .unwrap();
         // to_bytes ends at the last tensor's data, like the streaming writer.
         assert_eq!(out, w.to_bytes());
         assert_eq!(n, out.len() as u64);
         // A fill that writes the wrong amount is an error, not a bad file.
         let e = w
-            .write_streaming(&layouts, &mut Vec::new(), &mut |_, _, o| o.write_all(&[0; 3]))
+            .write_streaming(&layouts, &mut Vec::new(), &mut |_, _, o| {
+                o.write_all(&[0; 3])
+            })
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
