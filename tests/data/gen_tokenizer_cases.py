@@ -147,7 +147,33 @@ def corpus():
     return out
 
 
+CACHE_PATH = os.environ.get("GEN_CACHE", "/tmp/llorchd-gen-tokenizer-cache.json")
+try:
+    CACHE = json.load(open(CACHE_PATH))
+except (OSError, ValueError):
+    CACHE = {}
+
+
 def run(model, text, *extra):
+    """llama-tokenize's stdout and stderr, memoized on disk (reruns are slow)."""
+    key = json.dumps([os.path.basename(model), os.path.getsize(model), text, extra])
+    if key in CACHE:
+        out, err = CACHE[key]
+        return bytes.fromhex(out), bytes.fromhex(err)
+    out, err = run_uncached(model, text, *extra)
+    CACHE[key] = [out.hex(), err.hex()]
+    if len(CACHE) % 50 == 0:
+        save_cache()
+    return out, err
+
+
+def save_cache():
+    with open(CACHE_PATH + ".tmp", "w") as f:
+        json.dump(CACHE, f)
+    os.replace(CACHE_PATH + ".tmp", CACHE_PATH)
+
+
+def run_uncached(model, text, *extra):
     with tempfile.NamedTemporaryFile("wb", delete=False) as f:
         f.write(text.encode("utf-8"))
         path = f.name
@@ -201,7 +227,8 @@ def kv_entries(path):
     def skip(t):
         nonlocal p
         if t == 8:
-            p += u("Q")
+            n = u("Q")
+            p += n
         elif t == 9:
             et, n = u("I"), u("Q")
             if et in size:
@@ -219,8 +246,9 @@ def kv_entries(path):
     out = []
     for _ in range(n_kv):
         start = p
-        key = d[p + 8:p + 8 + u("Q")].decode()
-        p += len(key.encode())
+        n = u("Q")
+        key = d[p:p + n].decode()
+        p += n
         skip(u("I"))
         out.append((key, d[start:p]))
     return out
@@ -277,27 +305,6 @@ def main():
         "models": {},
         "variants": [],
     }
-    for name, file in REAL.items():
-        path = os.path.join(MODELS, file)
-        cases, pieces, eog = [], {}, None
-        for i, text in enumerate(texts):
-            ids, ps, err = ids_and_pieces(path, text)
-            if i < 20:
-                assert ids == ids_of(path, text), text
-            if eog is None:
-                eog = eog_of(err)
-            cases.append({"t": i, "ids": ids})
-            if "\x00" not in text:
-                for tid, pc in zip(ids, ps):
-                    pieces[str(tid)] = pc.hex()
-            if "<" in text or "[" in text:
-                cases.append({"t": i, "parse_special": False,
-                              "ids": ids_of(path, text, "--no-parse-special")})
-            if "\n" in text and i % 4 == 0:
-                cases.append({"t": i, "add_special": False, "ids": ids_of(path, text, "--no-bos")})
-        data["models"][name] = {"file": file, "eog": eog, "cases": cases, "pieces": pieces}
-        print(name, len(cases), "cases", file=sys.stderr)
-
     with tempfile.TemporaryDirectory() as tmp:
         smol = os.path.join(MODELS, REAL["smollm2"])
         usable = [i for i, s in enumerate(texts) if "<|endoftext|>" not in s and "\x00" not in s]
@@ -322,6 +329,28 @@ def main():
             "base": "gemma3", "set": {"tokenizer.ggml.add_space_prefix": True}, "add_special": False,
             "cases": [{"t": i, "ids": s} for i, s in zip(usable, segs)]})
 
+    for name, file in REAL.items():
+        path = os.path.join(MODELS, file)
+        cases, pieces, eog = [], {}, None
+        for i, text in enumerate(texts):
+            ids, ps, err = ids_and_pieces(path, text)
+            if i < 20:
+                assert ids == ids_of(path, text), text
+            if eog is None:
+                eog = eog_of(err)
+            cases.append({"t": i, "ids": ids})
+            if "\x00" not in text:
+                for tid, pc in zip(ids, ps):
+                    pieces[str(tid)] = pc.hex()
+            if "<" in text or "[" in text:
+                cases.append({"t": i, "parse_special": False,
+                              "ids": ids_of(path, text, "--no-parse-special")})
+            if "\n" in text and i % 4 == 0:
+                cases.append({"t": i, "add_special": False, "ids": ids_of(path, text, "--no-bos")})
+        data["models"][name] = {"file": file, "eog": eog, "cases": cases, "pieces": pieces}
+        print(name, len(cases), "cases", file=sys.stderr)
+
+    save_cache()
     out = os.path.join(HERE, "tokenizer-cases.json")
     with open(out, "w") as f:
         f.write("{\n")

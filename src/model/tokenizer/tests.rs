@@ -272,3 +272,10 @@ fn stream_decoder_holds_back_partial_characters() {
     assert_eq!(d.push(5 + 0xF0), "");
     assert_eq!(d.push(5 + b'A' as u32), "\u{FFFD}A");
 }
+
+#[test]
+fn tokenizer_is_shareable_between_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Tokenizer>();
+    check::<StreamDecoder<std::sync::Arc<Tokenizer>>>();
+}
