@@ -10,3 +10,6 @@ pub mod quant;
 pub mod vec;
 
 pub use isa::Isa;
+
+#[cfg(test)]
+mod golden_tests;

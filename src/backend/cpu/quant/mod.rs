@@ -87,7 +87,7 @@ pub fn activation_type(weight: GgmlType) -> Result<GgmlType, QuantError> {
 /// Bytes in a row of `n` elements of `ty`, checking that `n` is whole blocks.
 pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::RaggedRow { ty, n, block });
     }
     Ok(n / block * ty.type_size())
