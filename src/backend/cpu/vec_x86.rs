@@ -52,11 +52,15 @@ unsafe fn reduce16(v: __m512) -> f32 {
 unsafe fn f32_tail(sumf: &mut f32, np: usize, n: usize, x: *const f32, y: *const f32) {
     unsafe {
         let fused_from = super::f32_tail_fused_from(np, n);
+        // Rows from the file need not be 4-byte aligned.
         for k in np..fused_from {
-            *sumf += *x.add(k) * *y.add(k);
+            *sumf += x.add(k).read_unaligned() * y.add(k).read_unaligned();
         }
         for k in fused_from..n {
-            *sumf = (*x.add(k)).mul_add(*y.add(k), *sumf);
+            *sumf = x
+                .add(k)
+                .read_unaligned()
+                .mul_add(y.add(k).read_unaligned(), *sumf);
         }
     }
 }
@@ -123,7 +127,8 @@ unsafe fn dot_f16_256(n: usize, x: *const u16, y: *const u16) -> f32 {
         let s1 = _mm256_add_ps(s[1], s[3]);
         let mut sumf = reduce8(_mm256_add_ps(s0, s1)) as f64;
         for k in np..n {
-            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            let p = f16::from_bits(x.add(k).read_unaligned()).to_f32()
+                * f16::from_bits(y.add(k).read_unaligned()).to_f32();
             sumf += p as f64;
         }
         sumf as f32
@@ -148,7 +153,8 @@ unsafe fn dot_f16_512(n: usize, x: *const u16, y: *const u16) -> f32 {
         let s1 = _mm512_add_ps(s[1], s[3]);
         let mut sumf = reduce16(_mm512_add_ps(s0, s1)) as f64;
         for k in np..n {
-            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            let p = f16::from_bits(x.add(k).read_unaligned()).to_f32()
+                * f16::from_bits(y.add(k).read_unaligned()).to_f32();
             sumf += p as f64;
         }
         sumf as f32

@@ -15,6 +15,8 @@
 //! point checks lengths and types and returns [`QuantError`] rather than
 //! panicking.
 
+#[cfg(test)]
+mod bench;
 mod blocks;
 mod dequant;
 #[cfg(target_arch = "x86_64")]
@@ -25,8 +27,14 @@ mod dot_scalar;
 mod gemm;
 mod quantize_act;
 mod quantize_ref;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod tile_q32;
+#[cfg(target_arch = "x86_64")]
+mod tile_qk;
 
 use super::isa::Isa;
 use super::vec;
