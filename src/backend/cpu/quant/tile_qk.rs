@@ -250,7 +250,7 @@ impl Qk for Q4K {
     unsafe fn chunk(w: *const u8, m: &Self::Meta, j: usize) -> (__m256i, __m256i) {
         unsafe {
             let bits = load256(w.add(16 + 32 * (j / 2)));
-            let q = if j % 2 == 0 {
+            let q = if j.is_multiple_of(2) {
                 bits
             } else {
                 _mm256_srli_epi16(bits, 4)
@@ -321,7 +321,7 @@ impl Qk for Q5K {
     unsafe fn chunk(w: *const u8, m: &Self::Meta, j: usize) -> (__m256i, __m256i) {
         unsafe {
             let bits = load256(w.add(48 + 32 * (j / 2)));
-            let low = if j % 2 == 0 {
+            let low = if j.is_multiple_of(2) {
                 bits
             } else {
                 _mm256_srli_epi16(bits, 4)
