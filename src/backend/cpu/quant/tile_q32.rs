@@ -543,11 +543,11 @@ unsafe fn tile_zmm<W: Q32, const R: usize, const C: usize>(
         while b < nb {
             let two = b + 1 < nb;
             let steps = if two { 2 } else { 1 };
-            for k in 0..steps {
+            for (k, ddk) in dd.iter_mut().enumerate().take(steps) {
                 let (dw, mw) = headers::<R>(&wp, (b + k) * W::SIZE);
                 for c in 0..C {
                     let da = _mm256_set1_ps(*dap[c].add(b + k));
-                    _mm256_storeu_ps(dd[k][c].as_mut_ptr(), _mm256_mul_ps(dw, da));
+                    _mm256_storeu_ps(ddk[c].as_mut_ptr(), _mm256_mul_ps(dw, da));
                     if W::MIN {
                         summs[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sp[c].add(b + k)), summs[c]);
                     }
