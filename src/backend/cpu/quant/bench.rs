@@ -110,8 +110,10 @@ fn probe_q4_1() {
     // Best of many short trials: the machine is shared, so the best trial is
     // the closest to the kernel's own speed.
     let mut best = f64::MAX;
-    let iters = ((64 << 20) / w.len()).max(1);
-    for _ in 0..30 {
+    // Short trials (well under a scheduler slice), many of them.
+    let iters = ((1 << 20) / w.len()).max(1);
+    let trials = ((512usize << 20) / (iters * w.len())).clamp(20, 2000);
+    for _ in 0..trials {
         let t = Instant::now();
         for _ in 0..iters {
             k.gemm(n, &w, rb, rows, &acts, ab, 1, &mut out, rows)
