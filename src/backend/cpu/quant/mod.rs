@@ -26,6 +26,8 @@ mod dot_avx512;
 mod dot_scalar;
 mod gemm;
 mod quantize_act;
+#[cfg(target_arch = "x86_64")]
+mod quantize_act_x86;
 mod quantize_ref;
 #[cfg(target_arch = "x86_64")]
 mod simd;
@@ -117,8 +119,7 @@ fn check_isa(isa: Isa) -> Result<(), QuantError> {
 
 /// Quantizes activations `x` to `act` (one of Q8_0, Q8_1, Q8_K, F16, BF16,
 /// F32) exactly as ggml-cpu's x86 build does; `out` must be exactly one row.
-/// The result is the same on every ISA; `isa` is checked for availability
-/// only, so callers can pass their configured ISA uniformly.
+/// The bytes are the same on every ISA (`isa` picks the implementation).
 pub fn quantize_row(isa: Isa, act: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
     check_isa(isa)?;
     use GgmlType::*;
@@ -126,7 +127,7 @@ pub fn quantize_row(isa: Isa, act: GgmlType, x: &[f32], out: &mut [u8]) -> Resul
         return Err(QuantError::NotActivationType(act));
     }
     check_len("quantize_row output", out.len(), row_bytes(act, x.len())?)?;
-    quantize_act::quantize_act(act, x, out);
+    quantize_act::quantize_act(act, x, out, isa != Isa::Scalar);
     Ok(())
 }
 
@@ -300,7 +301,7 @@ impl Kernels {
             out.len(),
             row_bytes(self.act, x.len())?,
         )?;
-        quantize_act::quantize_act(self.act, x, out);
+        quantize_act::quantize_act(self.act, x, out, self.isa != Isa::Scalar);
         Ok(())
     }
 

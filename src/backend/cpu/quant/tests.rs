@@ -340,6 +340,23 @@ fn gemm_is_bit_identical_to_vec_dot_for_every_shape() {
 }
 
 #[test]
+fn activation_quantizers_are_bit_identical_across_isas() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for act in [Q8_0, Q8_1, Q8_K, F16, BF16, F32] {
+        for kind in 0..6 {
+            let x = rand_row(&mut rng, 1024, kind);
+            let mut want = vec![0u8; row_bytes(act, 1024).unwrap()];
+            quantize_row(Isa::Scalar, act, &x, &mut want).unwrap();
+            for isa in Isa::all_available() {
+                let mut got = vec![0xEEu8; want.len()];
+                quantize_row(isa, act, &x, &mut got).unwrap();
+                assert_eq!(got, want, "{act} {isa} kind {kind}");
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_inputs_give_errors_not_panics() {
     let w = vec![0u8; 20 * 4];
     let a = vec![0u8; 36 * 4];
