@@ -221,7 +221,7 @@ fn simd_expf_matches_its_emulation_over_the_whole_range() {
         -103.9,
         -104.0,
     ]);
-    while x.len() % 16 != 0 {
+    while !x.len().is_multiple_of(16) {
         x.push(0.5);
     }
     for isa in Isa::all_available() {
