@@ -100,7 +100,13 @@ pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     if !n.is_multiple_of(block) {
         return Err(QuantError::RaggedRow { ty, n, block });
     }
-    Ok(n / block * ty.type_size())
+    (n / block)
+        .checked_mul(ty.type_size())
+        .ok_or(QuantError::BufferSize {
+            what: "row size",
+            got: n,
+            need: usize::MAX,
+        })
 }
 
 fn check_len(what: &'static str, got: usize, need: usize) -> Result<(), QuantError> {

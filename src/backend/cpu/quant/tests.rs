@@ -415,6 +415,29 @@ fn bad_inputs_give_errors_not_panics() {
 }
 
 #[test]
+fn non_finite_inputs_do_not_panic() {
+    let mut x = vec![1.0f32; 512];
+    x[3] = f32::NAN;
+    x[40] = f32::INFINITY;
+    x[77] = f32::NEG_INFINITY;
+    x[300] = 3e38;
+    x[301] = -3e38;
+    x[400] = 1e-40; // subnormal
+    for ty in [F32, F16, BF16, Q8_1, Q8_K].into_iter().chain(QUANT) {
+        let q = quantize(ty, &x);
+        let _ = dequantize(ty, &q, x.len());
+    }
+    for act in [Q8_0, Q8_1, Q8_K, F16, BF16, F32] {
+        let mut out = vec![0u8; row_bytes(act, 512).unwrap()];
+        for isa in Isa::all_available() {
+            quantize_row(isa, act, &x, &mut out).unwrap();
+        }
+    }
+    // (2^64 - 32) / 32 blocks of 34 bytes overflow usize.
+    assert!(row_bytes(Q8_0, usize::MAX / 32 * 32).is_err());
+}
+
+#[test]
 fn garbage_blocks_do_not_panic() {
     // Arbitrary bytes (NaN/inf scales, out-of-range quants) must not panic.
     let mut rng = ChaCha8Rng::seed_from_u64(6);
