@@ -110,6 +110,15 @@ unsafe fn q6_scales(sc: __m128i, j: usize) -> __m256i {
     }
 }
 
+/// Sum of four i32 lanes (exact, wrapping).
+#[inline(always)]
+unsafe fn hsum_i32_4(v: __m128i) -> i32 {
+    unsafe {
+        let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+    }
+}
+
 /// The 16 bsums of an activation block, i16.
 #[inline(always)]
 unsafe fn bsums(a: *const u8) -> __m256i {
@@ -332,34 +341,36 @@ impl Qk for Q4K {
         }
     }
 
+    /// llama.cpp's repacked-Q4_K arithmetic (see `dot_scalar::q4_k`): lane 0
+    /// of `e` accumulates the super-block sums, lane 1 the min terms.
     #[inline(always)]
     unsafe fn finish(
         w: *const u8,
         m: &Self::Meta,
         a: *const u8,
         sumi: __m256i,
-        acc: &mut __m256,
-        acc_m: &mut __m128,
+        _acc: &mut __m256,
+        e: &mut __m128,
     ) {
         unsafe {
             let ad = f32_at(a);
-            let d = ad * f16_at(w);
-            let dmin = -ad * f16_at(w.add(2));
             let bs = bsums(a);
             let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            let prod = _mm_madd_epi16(m.1, q8s);
-            *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
-            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
+            let imin = hsum_i32_4(_mm_madd_epi16(m.1, q8s));
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(sumi),
+                _mm256_extracti128_si256(sumi, 1),
+            );
+            let isum = hsum_i32_4(s);
+            let d = _mm_setr_ps(f16_at(w) * ad, f16_at(w.add(2)) * ad, 0.0, 0.0);
+            let v = _mm_setr_ps(isum as f32, imin as f32, 0.0, 0.0);
+            *e = _mm_fmadd_ps(v, d, *e);
         }
     }
 
     #[inline(always)]
-    unsafe fn result(acc: __m256, acc_m: __m128) -> f32 {
-        unsafe {
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum8(acc) + _mm_cvtss_f32(m)
-        }
+    unsafe fn result(_acc: __m256, e: __m128) -> f32 {
+        unsafe { _mm_cvtss_f32(e) - _mm_cvtss_f32(_mm_movehdup_ps(e)) }
     }
 }
 
