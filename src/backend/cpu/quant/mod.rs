@@ -8,7 +8,9 @@
 //! - [`vec_dot`] and [`gemm`]: dot products of weight rows with activation
 //!   rows. `gemm` computes many at once and gives, for every (row, column),
 //!   the same bits as `vec_dot` on the same ISA (batch invariance). The
-//!   quantized types give the same bits on every ISA (see `dot_scalar`).
+//!   quantized types give the same bits on every ISA: those of llama.cpp's
+//!   x86 decode kernels (`ggml_vec_dot_*`, and for Q4_K its repacked
+//!   `ggml_gemv_q4_K_8x8_q8_K`; see `dot_scalar`).
 //! - [`kernels`]: the same, resolved once into function pointers for hot loops.
 //!
 //! Rows are byte slices (slices of the mmapped file for weights). Every entry
