@@ -46,7 +46,7 @@ in
     package = mkOption {
       type = types.package;
       default = pkgs.callPackage ../nix/package.nix { };
-      defaultText = literalExpression "pkgs.callPackage ./nix/package.nix { } (this repository)";
+      defaultText = lib.literalMD "this repository's build (`nix/package.nix`)";
       description = "The llorchd package.";
     };
 

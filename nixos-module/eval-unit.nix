@@ -9,7 +9,8 @@
 # them against the declarations in default.nix (defaults, types,
 # submodules), evaluates default.nix's `config` with the stand-ins of
 # stubs.nix, and renders the systemd unit the way NixOS does
-# (nixos/lib/systemd-lib.nix: attrsToSection, serviceToUnit). It returns the
+# (nixos/lib/systemd-lib.nix: attrsToSection, serviceToUnit; NixOS adds
+# PATH, LOCALE_ARCHIVE and TZDIR to Environment=, left out here). It returns the
 # unit text, the TOML config, the files the unit refers to, and failed
 # assertions. tests/nix_module.rs writes them out and runs systemd-analyze
 # and `llorchd check-config` on them.

@@ -61,6 +61,10 @@ let
       _type = "literalExpression";
       inherit text;
     };
+    literalMD = text: {
+      _type = "literalMD";
+      inherit text;
+    };
 
     types =
       let

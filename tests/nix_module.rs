@@ -74,7 +74,9 @@ fn clean(program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Command {
 
 /// `llorchd models synth` output (a few hundred KiB) and its sha256.
 fn synth_model(path: &Path, seed: u64) -> String {
-    let out = run(Command::new(BIN).args(["models", "synth", "--seed", &seed.to_string(), "--out"]).arg(path));
+    let out = run(Command::new(BIN)
+        .args(["models", "synth", "--seed", &seed.to_string(), "--out"])
+        .arg(path));
     assert!(out.status.success(), "synth: {}", text(&out.stderr));
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -176,10 +178,7 @@ fn check_rendered(dir: &Path, name: &str, render: &Value) -> Config {
         .args(["verify", "--man=no"])
         .arg(&unit_path));
     let stderr = text(&out.stderr);
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("llorchd"))
-        .collect();
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("llorchd")).collect();
     assert!(
         out.status.success() && ours.is_empty(),
         "{name}: systemd-analyze verify: {stderr}\n{unit}"
@@ -193,7 +192,13 @@ fn check_rendered(dir: &Path, name: &str, render: &Value) -> Config {
         text(&out.stdout)
     );
 
-    let config = PathBuf::from(unit_value(unit, "ExecStart").unwrap().rsplit(' ').next().unwrap());
+    let config = PathBuf::from(
+        unit_value(unit, "ExecStart")
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap(),
+    );
     let out = run(clean(BIN, dir).arg("check-config").arg(&config));
     assert!(
         out.status.success(),
@@ -275,7 +280,11 @@ fn module_renders_units_systemd_and_llorchd_accept() {
     let pkg_exe = dir.join("pkg/bin/llorchd").display().to_string();
 
     for (name, s) in v["scenarios"].as_object().unwrap() {
-        assert_eq!(str_list(&s["failedAssertions"]), Vec::<String>::new(), "{name}");
+        assert_eq!(
+            str_list(&s["failedAssertions"]),
+            Vec::<String>::new(),
+            "{name}"
+        );
         assert_eq!(str_list(&s["warnings"]), Vec::<String>::new(), "{name}");
         let r = &s["render"];
         assert_eq!(r["configRoundTrips"], true, "{name}: TOML writer");
@@ -330,9 +339,15 @@ fn module_renders_units_systemd_and_llorchd_accept() {
                 assert_eq!(cfg.pools.len(), 1);
                 assert_eq!(cfg.pools[0].model, "tiny");
                 assert_eq!(cfg.server.bind.to_string(), "127.0.0.1:8080");
-                assert_eq!(cfg.server.metrics_bind.unwrap().to_string(), "127.0.0.1:9464");
+                assert_eq!(
+                    cfg.server.metrics_bind.unwrap().to_string(),
+                    "127.0.0.1:9464"
+                );
                 assert_eq!(unit_value(unit, "WatchdogSec").as_deref(), Some("30s"));
-                assert_eq!(unit_value(unit, "CapabilityBoundingSet").as_deref(), Some(""));
+                assert_eq!(
+                    unit_value(unit, "CapabilityBoundingSet").as_deref(),
+                    Some("")
+                );
                 assert_eq!(unit_value(unit, "AmbientCapabilities"), None);
                 assert_eq!(unit_value(unit, "After").as_deref(), Some("network.target"));
                 assert!(unit_values(unit, "LoadCredential").is_empty());
@@ -340,8 +355,15 @@ fn module_renders_units_systemd_and_llorchd_accept() {
                 assert!(ports.is_empty(), "{ports:?}");
             }
             "worker" => {
-                assert_eq!((cfg.profile, cfg.role), (Profile::Cloud, Some(Role::Worker)));
-                assert_eq!(cfg.cloud.node_id.as_deref(), Some("gpu-1"), "hostName default");
+                assert_eq!(
+                    (cfg.profile, cfg.role),
+                    (Profile::Cloud, Some(Role::Worker))
+                );
+                assert_eq!(
+                    cfg.cloud.node_id.as_deref(),
+                    Some("gpu-1"),
+                    "hostName default"
+                );
                 assert_eq!(cfg.cloud.control_urls.len(), 2);
                 assert_eq!(
                     cfg.tls.key.as_deref(),
@@ -356,15 +378,18 @@ fn module_renders_units_systemd_and_llorchd_accept() {
                         "tls-key:/var/lib/llorch-tls/gpu-1.key",
                     ]
                 );
+                assert_eq!(unit_values(unit, "Environment"), ["\"RUST_BACKTRACE=1\""]);
                 assert_eq!(
-                    unit_values(unit, "Environment"),
-                    ["\"RUST_BACKTRACE=1\""]
+                    unit_value(unit, "Wants").as_deref(),
+                    Some("network-online.target")
                 );
-                assert_eq!(unit_value(unit, "Wants").as_deref(), Some("network-online.target"));
                 assert_eq!(ports, [8081, 9464]);
             }
             "control" => {
-                assert_eq!((cfg.profile, cfg.role), (Profile::Cloud, Some(Role::Control)));
+                assert_eq!(
+                    (cfg.profile, cfg.role),
+                    (Profile::Cloud, Some(Role::Control))
+                );
                 assert!(cfg.pools.is_empty());
                 assert!(cfg.tls.require_client_cert);
                 assert_eq!(cfg.admission.full_policy, FullQueuePolicy::DropLru);
@@ -408,16 +433,28 @@ fn vm_test_nodes_render_valid_units_and_configs() {
         ]
     );
     for (name, n) in nodes {
-        assert_eq!(str_list(&n["failedAssertions"]), Vec::<String>::new(), "{name}");
+        assert_eq!(
+            str_list(&n["failedAssertions"]),
+            Vec::<String>::new(),
+            "{name}"
+        );
         let cfg = check_rendered(&dir, name, n);
         if name.contains("worker") {
             assert_eq!(cfg.cloud.control_urls, ["http://control:8080"]);
-            assert_eq!(cfg.cloud.node_id.as_deref(), name.strip_prefix("nixos-cloud-"));
+            assert_eq!(
+                cfg.cloud.node_id.as_deref(),
+                name.strip_prefix("nixos-cloud-")
+            );
         }
     }
     let scripts = &v["flake"]["testScripts"];
     let cloud = scripts["nixos-cloud"].as_str().unwrap();
-    for want in ["/v2/nodes", "401", "\"worker1\", \"worker2\"", "systemctl stop llorchd"] {
+    for want in [
+        "/v2/nodes",
+        "401",
+        "\"worker1\", \"worker2\"",
+        "systemctl stop llorchd",
+    ] {
         assert!(cloud.contains(want), "cloud VM test lacks {want}");
     }
     let home = scripts["nixos-home"].as_str().unwrap();
@@ -434,7 +471,10 @@ fn module_refuses_bad_configurations_by_name() {
     let cases: [(&str, &[&str]); 2] = [
         (
             "cloud-without-role",
-            &["needs services.llorchd.role", "apiTokenFile is in the Nix store"],
+            &[
+                "needs services.llorchd.role",
+                "apiTokenFile is in the Nix store",
+            ],
         ),
         (
             "worker-incomplete",
@@ -451,7 +491,10 @@ fn module_refuses_bad_configurations_by_name() {
         let got = str_list(&refused[case]["failedAssertions"]);
         assert_eq!(got.len(), wants.len(), "{case}: {got:#?}");
         for w in wants {
-            assert!(got.iter().any(|m| m.contains(w)), "{case}: no {w:?} in {got:#?}");
+            assert!(
+                got.iter().any(|m| m.contains(w)),
+                "{case}: no {w:?} in {got:#?}"
+            );
         }
     }
 }
@@ -491,7 +534,11 @@ fn model_staging_is_idempotent_and_refuses_another_digest() {
     let store = dir.join("store");
     let out = stage(&script_a, &store);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("staged tiny"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("staged tiny"),
+        "{}",
+        text(&out.stdout)
+    );
     let first = catalog(&store);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["id"], "tiny");
@@ -570,7 +617,11 @@ fn nix_run_script_stages_once_and_writes_a_valid_home_config() {
 
     let out = home(&[model.as_path()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("model = \"Tiny-Model.v1\""), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("model = \"Tiny-Model.v1\""),
+        "{}",
+        text(&out.stdout)
+    );
     let staged = catalog(&store);
     assert_eq!(staged.len(), 1);
     assert_eq!(staged[0]["id"], "Tiny-Model.v1");
@@ -591,7 +642,11 @@ fn nix_run_script_stages_once_and_writes_a_valid_home_config() {
     let missing = dir.join("missing.gguf");
     let out = home(&[missing.as_path()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no such file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no such file"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -599,9 +654,15 @@ fn flake_outputs_and_lock() {
     let dir = work_dir("flake");
     let v = evaluate(&dir, &dir.join("none.gguf"), None);
     let f = &v["flake"];
-    assert_eq!(str_list(&f["packages"]), ["default", "llorchd", "llorchd-home"]);
+    assert_eq!(
+        str_list(&f["packages"]),
+        ["default", "llorchd", "llorchd-home"]
+    );
     assert_eq!(str_list(&f["devShells"]), ["default"]);
-    assert_eq!(str_list(&f["checks"]), ["nixos-cloud", "nixos-home", "package"]);
+    assert_eq!(
+        str_list(&f["checks"]),
+        ["nixos-cloud", "nixos-home", "package"]
+    );
     assert_eq!(f["moduleIsAFunction"], true);
     assert_eq!(f["app"]["type"], "app");
     assert!(f["app"]["program"]
@@ -613,7 +674,10 @@ fn flake_outputs_and_lock() {
     assert_eq!(p["pname"], "llorchd");
     assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(p["mainProgram"], "llorchd");
-    assert_eq!(p["cargoLock"], repo().join("Cargo.lock").display().to_string());
+    assert_eq!(
+        p["cargoLock"],
+        repo().join("Cargo.lock").display().to_string()
+    );
     assert_eq!(p["srcRoot"], repo().display().to_string());
     assert_eq!(str_list(&p["srcMissing"]), Vec::<String>::new());
     let rustflags = p["rustflags"].as_str().unwrap();
@@ -641,14 +705,24 @@ fn flake_outputs_and_lock() {
     let n = &lock["nodes"]["nixpkgs"];
     assert_eq!(n["original"]["type"], "github");
     assert_eq!(
-        format!("{}/{}", n["original"]["owner"].as_str().unwrap(), n["original"]["repo"].as_str().unwrap()),
+        format!(
+            "{}/{}",
+            n["original"]["owner"].as_str().unwrap(),
+            n["original"]["repo"].as_str().unwrap()
+        ),
         owner_repo
     );
     assert_eq!(n["original"]["ref"], reference);
     let rev = n["locked"]["rev"].as_str().unwrap();
-    assert!(rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()), "{rev}");
+    assert!(
+        rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{rev}"
+    );
     let nar = n["locked"]["narHash"].as_str().unwrap();
-    assert!(nar.starts_with("sha256-") && nar.len() == 51 && nar.ends_with('='), "{nar}");
+    assert!(
+        nar.starts_with("sha256-") && nar.len() == 51 && nar.ends_with('='),
+        "{nar}"
+    );
     assert!(n["locked"]["lastModified"].as_u64().unwrap() > 1_700_000_000);
 }
 
@@ -663,5 +737,8 @@ fn docs_describe_every_module_option() {
         .iter()
         .filter(|o| !doc.contains(&format!("`{o}`")))
         .collect();
-    assert!(missing.is_empty(), "docs/NIXOS.md does not describe {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/NIXOS.md does not describe {missing:?}"
+    );
 }
