@@ -742,3 +742,136 @@ fn docs_describe_every_module_option() {
         "docs/NIXOS.md does not describe {missing:?}"
     );
 }
+
+/// One HTTP/1.0 GET on loopback: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The home unit run as systemd runs it: ExecStartPre, then ExecStart with
+/// a notify socket and a watchdog, then SIGTERM. Needs the `serve`
+/// subcommand; a build without it says so and checks nothing more.
+#[test]
+fn home_unit_starts_notifies_and_stops_like_systemd_expects() {
+    let has_serve = run(Command::new(BIN).args(["serve", "--help"]))
+        .status
+        .success();
+    if !has_serve {
+        eprintln!("skipped: this llorchd has no `serve` subcommand yet");
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    let dir = work_dir("systemd_run");
+    let model = dir.join("tiny.gguf");
+    let sha = synth_model(&model, 1);
+    let v = evaluate(&dir, &model, Some(&sha));
+    let r = &v["scenarios"]["home"]["render"];
+    write_files(r);
+    let unit = r["unit"].as_str().unwrap();
+    let (api, metrics) = (free_port(), free_port());
+    let store = dir.join("store");
+    let env = |c: &mut Command| {
+        c.env("LLORCH_STORE_DIR", &store)
+            .env("LLORCH_BIND", format!("127.0.0.1:{api}"))
+            .env("LLORCH_METRICS_BIND", format!("127.0.0.1:{metrics}"));
+    };
+
+    let mut pre = clean(unit_value(unit, "ExecStartPre").unwrap(), &dir);
+    env(&mut pre);
+    let out = run(&mut pre);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let exec_start = unit_value(unit, "ExecStart").unwrap();
+    let argv: Vec<&str> = exec_start.split(' ').collect();
+    let mut start = clean(argv[0], &dir);
+    start
+        .args(&argv[1..])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    env(&mut start);
+    let mut child = start.spawn().unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        seen.push(recv());
+    }
+    let ready = seen.iter().position(|m| m.lines().any(|l| l == "READY=1"));
+    assert!(
+        ready.is_some(),
+        "no READY=1 before the first WATCHDOG=1: {seen:?}"
+    );
+
+    assert_eq!(http_get(api, "/readyz").0, 200);
+    let (status, body) = http_get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("pool_ready{pool_id=\"default\"} 1"), "{body}");
+
+    let stop_limit = Duration::from_secs(seconds(&unit_value(unit, "TimeoutStopSec").unwrap()));
+    let t = Instant::now();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < stop_limit,
+            "still running after TimeoutStopSec"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = notify.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+
+    // The next start stages nothing.
+    let mut pre = clean(unit_value(unit, "ExecStartPre").unwrap(), &dir);
+    env(&mut pre);
+    let out = run(&mut pre);
+    assert!(
+        text(&out.stdout).contains("already staged"),
+        "{}",
+        text(&out.stdout)
+    );
+}
