@@ -19,7 +19,8 @@ fn main() {
     let mut next: Vec<u32> = Vec::new();
     for step in 0..steps {
         loop {
-            let toks: Vec<u32> = if pos < ids.len() {
+            let prefill = pos < ids.len();
+            let toks: Vec<u32> = if prefill {
                 let end = (pos + chunk).min(ids.len());
                 let t = ids[pos..end].to_vec();
                 pos = end;
@@ -28,7 +29,7 @@ fn main() {
                 std::mem::take(&mut next)
             };
             let want = pos == ids.len();
-            let mut b = [BatchEntry { cache: &mut cache, tokens: &toks, want_logits: want }];
+            let mut b = [BatchEntry { cache: &mut cache, tokens: &toks, want_logits: want, prefill }];
             model.forward(&mut fw, &mut b).unwrap();
             if want {
                 break;

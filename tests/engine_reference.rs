@@ -189,11 +189,11 @@ fn check_against_reference(arch: SynthArch, ty: GgmlType, layers: u32, window: u
     let mut cache = model.new_cache(32);
     // Prefill 8 tokens, then decode the rest one at a time.
     let nv = model.hparams.n_vocab;
-    let mut b = [BatchEntry { cache: &mut cache, tokens: &tokens[..8], want_logits: true }];
+    let mut b = [BatchEntry { cache: &mut cache, tokens: &tokens[..8], want_logits: true, prefill: true }];
     model.forward(&mut fw, &mut b).unwrap();
     let mut got = vec![fw.logits(0, nv).to_vec()];
     for t in &tokens[8..] {
-        let mut b = [BatchEntry { cache: &mut cache, tokens: std::slice::from_ref(t), want_logits: true }];
+        let mut b = [BatchEntry { cache: &mut cache, tokens: std::slice::from_ref(t), want_logits: true, prefill: false }];
         model.forward(&mut fw, &mut b).unwrap();
         got.push(fw.logits(0, nv).to_vec());
     }
@@ -233,14 +233,14 @@ fn batch_invariance_on_synthetic_models() {
         let (_d, model) = synth(arch, GgmlType::Q4_K, 2, 8);
         let nv = model.hparams.n_vocab;
         let mut fw = Forward::new(2, Isa::detect());
-        let prompt: Vec<u32> = (0..20).map(|i| (i * 13 + 3) % 500).collect();
+        let prompt: Vec<u32> = (0..22).map(|i| (i * 13 + 3) % 500).collect();
         // Alone: prefill whole, then 6 greedy steps.
         let alone = {
             let mut c = model.new_cache(64);
             let mut out = Vec::new();
             let mut input = prompt.clone();
-            for _ in 0..6 {
-                let mut b = [BatchEntry { cache: &mut c, tokens: &input, want_logits: true }];
+            for i in 0..6 {
+                let mut b = [BatchEntry { cache: &mut c, tokens: &input, want_logits: true, prefill: i == 0 }];
                 model.forward(&mut fw, &mut b).unwrap();
                 let l = fw.logits(0, nv).to_vec();
                 let next = argmax(&l);
@@ -249,7 +249,8 @@ fn batch_invariance_on_synthetic_models() {
             }
             out
         };
-        // Batched: prefill in chunks of 7 beside three other sequences.
+        // Batched: prefill in aligned chunks of 8 (as the scheduler does) beside
+        // three other sequences.
         let mut main = model.new_cache(64);
         let mut others: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
         let other_toks: Vec<Vec<u32>> = (0..3).map(|s| (0..40).map(|i| ((i + s * 11) * 17 % 500) as u32).collect()).collect();
@@ -258,17 +259,18 @@ fn batch_invariance_on_synthetic_models() {
         let mut step = 0;
         let mut input: Vec<u32> = Vec::new();
         while got.len() < 6 {
-            let (toks, want) = if pos < prompt.len() {
-                let end = (pos + 7).min(prompt.len());
+            let prefill = pos < prompt.len();
+            let (toks, want) = if prefill {
+                let end = (pos + 8).min(prompt.len());
                 let t = prompt[pos..end].to_vec();
                 pos = end;
                 (t, pos == prompt.len())
             } else {
                 (input.clone(), true)
             };
-            let mut entries = vec![BatchEntry { cache: &mut main, tokens: &toks, want_logits: want }];
+            let mut entries = vec![BatchEntry { cache: &mut main, tokens: &toks, want_logits: want, prefill }];
             for (c, t) in others.iter_mut().zip(&other_toks) {
-                entries.push(BatchEntry { cache: c, tokens: &t[step..step + 1 + step % 2], want_logits: true });
+                entries.push(BatchEntry { cache: c, tokens: &t[step..step + 1 + step % 2], want_logits: true, prefill: step % 2 == 1 });
             }
             // Put our sequence in a different place of the batch each step.
             entries.rotate_left(step % 4);

@@ -10,6 +10,7 @@ use clap::Args;
 use llorchd::model::chat_template::ChatMessage;
 use llorchd::model::decode::{DecodeParams, SequenceDecoder};
 use llorchd::model::{BatchEntry, Forward, Model, SamplingParams};
+use llorchd::worker::scheduler::PREFILL_ALIGN;
 
 use super::engine_args::EngineArgs;
 use super::{usage, Context, Run};
@@ -102,12 +103,15 @@ impl Run for Generate {
         let mut dec = SequenceDecoder::new(model.tokenizer.clone(), &params, &prompt);
         let nv = model.hparams.n_vocab;
         let mut out = std::io::stdout().lock();
-        // Prefill in chunks, then decode one token at a time.
+        // Prefill in aligned chunks (as the server does), then decode one
+        // token at a time.
+        let chunk_len = (self.engine.batch / PREFILL_ALIGN * PREFILL_ALIGN).max(PREFILL_ALIGN);
         let mut pos = 0;
         let mut next = Vec::new();
         loop {
-            let tokens: Vec<u32> = if pos < prompt.len() {
-                let end = (pos + self.engine.batch).min(prompt.len());
+            let prefill = pos < prompt.len();
+            let tokens: Vec<u32> = if prefill {
+                let end = (pos + chunk_len).min(prompt.len());
                 let chunk = prompt[pos..end].to_vec();
                 pos = end;
                 chunk
@@ -119,6 +123,7 @@ impl Run for Generate {
                 cache: &mut cache,
                 tokens: &tokens,
                 want_logits: want,
+                prefill,
             }];
             model.forward(&mut fw, &mut batch)?;
             if !want {

@@ -38,6 +38,11 @@ pub struct BatchEntry<'a> {
     pub tokens: &'a [u32],
     /// Compute logits for the last of `tokens`.
     pub want_logits: bool,
+    /// `tokens` are a chunk of the sequence's prompt (else generated
+    /// tokens fed back). Some weight types compute a prompt chunk's whole
+    /// groups of four tokens with llama.cpp's multi-column arithmetic; the
+    /// result depends only on the sequence, never on the rest of the batch.
+    pub prefill: bool,
 }
 
 impl Tensor {

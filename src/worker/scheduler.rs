@@ -31,6 +31,11 @@ pub struct EngineTask {
     pub events: UnboundedSender<EngineEvent>,
     pub cancel: Arc<AtomicBool>,
     pub submitted_at: Instant,
+    /// `determinism: best_effort`: reuse every cached token that matches,
+    /// including generated ones. Otherwise (strict) only cached prompt
+    /// tokens computed exactly as a fresh run would compute them are
+    /// reused, so results never depend on what ran before.
+    pub best_effort_reuse: bool,
 }
 
 /// What a running task reports, in order: `Started`, `Token`*, then one of
@@ -85,9 +90,22 @@ struct Slot {
     cache: SeqCache,
     /// Tokens whose KV is in `cache`, in order (for prefix reuse).
     tokens: Vec<u32>,
+    /// Leading cached tokens that a fresh run of a longer prompt would
+    /// compute identically: prompt tokens in whole aligned groups of four
+    /// (see `PREFILL_ALIGN`). Strict reuse stops here.
+    strict_len: usize,
     session: Option<String>,
     last_used: Instant,
     running: Option<Running>,
+}
+
+/// One sequence's part of the next step.
+struct Planned {
+    slot: usize,
+    tokens: Vec<u32>,
+    want: bool,
+    /// A prompt chunk (else one decode token).
+    prefill: bool,
 }
 
 pub struct SchedulerConfig {
@@ -106,6 +124,14 @@ pub struct Scheduler {
     stats: Arc<PoolStats>,
 }
 
+/// Prompt chunks start at multiples of this and are a multiple of it long
+/// (but for the prompt's last chunk). Some weight types use different, but
+/// per-token deterministic, arithmetic for tokens in whole groups of four
+/// of a prompt chunk (llama.cpp's repacked Q4_K gemm), so a token's
+/// arithmetic is fixed by its position in its own prompt, never by what it
+/// is batched with.
+pub const PREFILL_ALIGN: usize = 4;
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -122,6 +148,7 @@ impl Scheduler {
             .map(|_| Slot {
                 cache: model.new_cache(cfg.ctx),
                 tokens: Vec::new(),
+                strict_len: 0,
                 session: None,
                 last_used: now,
                 running: None,
@@ -205,11 +232,17 @@ impl Scheduler {
             let Some(si) = best else { break };
             let task = self.waiting.pop_front().unwrap();
             let slot = &mut self.slots[si];
-            // Keep at least one prompt token to compute, for its logits.
-            let reuse =
+            // Keep at least one prompt token to compute, for its logits,
+            // and keep chunks aligned.
+            let mut reuse =
                 common_prefix(&slot.tokens, &task.prompt).min(task.prompt.len().saturating_sub(1));
+            if !task.best_effort_reuse {
+                reuse = reuse.min(slot.strict_len);
+            }
+            reuse = reuse / PREFILL_ALIGN * PREFILL_ALIGN;
             slot.cache.truncate(reuse);
             slot.tokens.truncate(reuse);
+            slot.strict_len = slot.strict_len.min(reuse);
             slot.session = task.session.clone();
             let queue_ms = task.submitted_at.elapsed().as_millis() as u64;
             let _ = task.events.send(EngineEvent::Started {
@@ -250,19 +283,26 @@ impl Scheduler {
         }
         self.admit();
 
-        // Plan the batch.
-        let mut budget = self.cfg.prefill_chunk.max(1);
-        let mut plan: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // slot, tokens, wants logits
+        // Plan the batch: every decoding sequence's next token, and whole
+        // prompt chunks while the step's prompt budget lasts (at least one
+        // chunk per step, so a long prompt always progresses). A sequence's
+        // chunk boundaries depend only on its own prompt.
+        let chunk_len = (self.cfg.prefill_chunk / PREFILL_ALIGN * PREFILL_ALIGN).max(PREFILL_ALIGN);
+        let mut budget = self.cfg.prefill_chunk.max(chunk_len);
+        let mut plan: Vec<Planned> = Vec::new();
         for (si, slot) in self.slots.iter().enumerate() {
             let Some(r) = &slot.running else { continue };
             if let Some(t) = r.last {
-                plan.push((si, vec![t], true));
-            } else if budget > 0 {
+                plan.push(Planned { slot: si, tokens: vec![t], want: true, prefill: false });
+            } else {
                 let left = r.task.prompt.len() - r.next_prompt;
-                let n = left.min(budget);
+                let n = left.min(chunk_len);
+                if n > budget {
+                    continue;
+                }
                 budget -= n;
                 let chunk = r.task.prompt[r.next_prompt..r.next_prompt + n].to_vec();
-                plan.push((si, chunk, n == left));
+                plan.push(Planned { slot: si, tokens: chunk, want: n == left, prefill: true });
             }
         }
         let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
@@ -274,21 +314,19 @@ impl Scheduler {
 
         // Run it.
         let t0 = Instant::now();
-        let n_tokens: usize = plan.iter().map(|p| p.1.len()).sum();
-        let n_decode = plan
-            .iter()
-            .filter(|p| p.1.len() == 1 && self.slots[p.0].running.as_ref().unwrap().last.is_some())
-            .count();
+        let n_tokens: usize = plan.iter().map(|p| p.tokens.len()).sum();
+        let n_decode = plan.iter().filter(|p| !p.prefill).count();
         let result = {
             let mut entries: Vec<BatchEntry> = Vec::with_capacity(plan.len());
             // Split borrows of distinct slots.
             let mut slot_refs: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Some).collect();
-            for (si, toks, want) in &plan {
-                let slot = slot_refs[*si].take().expect("slot planned once");
+            for p in &plan {
+                let slot = slot_refs[p.slot].take().expect("slot planned once");
                 entries.push(BatchEntry {
                     cache: &mut slot.cache,
-                    tokens: toks,
-                    want_logits: *want,
+                    tokens: &p.tokens,
+                    want_logits: p.want,
+                    prefill: p.prefill,
                 });
             }
             self.model.forward(&mut self.fw, &mut entries)
@@ -296,14 +334,16 @@ impl Scheduler {
         let step_time = t0.elapsed();
         if let Err(e) = result {
             // A batch-level failure fails every sequence in it.
-            for (si, _, _) in &plan {
-                if let Some(r) = self.slots[*si].running.take() {
+            for p in &plan {
+                let slot = &mut self.slots[p.slot];
+                if let Some(r) = slot.running.take() {
                     let _ = r.task.events.send(EngineEvent::Failed {
                         message: e.to_string(),
                     });
                 }
-                self.slots[*si].tokens.clear();
-                self.slots[*si].cache.clear();
+                slot.tokens.clear();
+                slot.strict_len = 0;
+                slot.cache.clear();
             }
             return;
         }
@@ -312,15 +352,18 @@ impl Scheduler {
         // Consume the outputs.
         let mut logit_row = 0;
         let nv = self.model.hparams.n_vocab;
-        for (si, toks, want) in plan {
-            let slot = &mut self.slots[si];
-            slot.tokens.extend_from_slice(&toks);
+        for p in plan {
+            let slot = &mut self.slots[p.slot];
+            if p.prefill && slot.strict_len == slot.tokens.len() {
+                slot.strict_len += p.tokens.len() / PREFILL_ALIGN * PREFILL_ALIGN;
+            }
+            slot.tokens.extend_from_slice(&p.tokens);
             slot.last_used = Instant::now();
             let r = slot.running.as_mut().unwrap();
-            if r.last.is_none() {
-                r.next_prompt += toks.len();
+            if p.prefill {
+                r.next_prompt += p.tokens.len();
             }
-            if !want {
+            if !p.want {
                 continue;
             }
             let logits = self.fw.logits(logit_row, nv);
