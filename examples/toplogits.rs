@@ -29,7 +29,7 @@ fn main() {
                 std::mem::take(&mut next)
             };
             let want = pos == ids.len();
-            let mut b = [BatchEntry { cache: &mut cache, tokens: &toks, want_logits: want, prefill }];
+            let mut b = [BatchEntry { cache: &mut cache, tokens: &toks, want_logits: want, prompt_len: if prefill { ids.len() } else { 0 } }];
             model.forward(&mut fw, &mut b).unwrap();
             if want {
                 break;

@@ -47,7 +47,7 @@ fn check_model(m: RealModel, isa: Isa) {
                 cache: &mut cache,
                 tokens: &input,
                 want_logits: true,
-                prefill,
+                prompt_len: if prefill { ids.len() } else { 0 },
             }];
             model.forward(&mut fw, &mut batch).unwrap();
             let logits = fw.logits(0, nv);

@@ -189,11 +189,11 @@ fn check_against_reference(arch: SynthArch, ty: GgmlType, layers: u32, window: u
     let mut cache = model.new_cache(32);
     // Prefill 8 tokens, then decode the rest one at a time.
     let nv = model.hparams.n_vocab;
-    let mut b = [BatchEntry { cache: &mut cache, tokens: &tokens[..8], want_logits: true, prefill: true }];
+    let mut b = [BatchEntry { cache: &mut cache, tokens: &tokens[..8], want_logits: true, prompt_len: 8 }];
     model.forward(&mut fw, &mut b).unwrap();
     let mut got = vec![fw.logits(0, nv).to_vec()];
     for t in &tokens[8..] {
-        let mut b = [BatchEntry { cache: &mut cache, tokens: std::slice::from_ref(t), want_logits: true, prefill: false }];
+        let mut b = [BatchEntry { cache: &mut cache, tokens: std::slice::from_ref(t), want_logits: true, prompt_len: 0 }];
         model.forward(&mut fw, &mut b).unwrap();
         got.push(fw.logits(0, nv).to_vec());
     }
@@ -240,7 +240,7 @@ fn batch_invariance_on_synthetic_models() {
             let mut out = Vec::new();
             let mut input = prompt.clone();
             for i in 0..6 {
-                let mut b = [BatchEntry { cache: &mut c, tokens: &input, want_logits: true, prefill: i == 0 }];
+                let mut b = [BatchEntry { cache: &mut c, tokens: &input, want_logits: true, prompt_len: if i == 0 { prompt.len() } else { 0 } }];
                 model.forward(&mut fw, &mut b).unwrap();
                 let l = fw.logits(0, nv).to_vec();
                 let next = argmax(&l);
@@ -268,9 +268,9 @@ fn batch_invariance_on_synthetic_models() {
             } else {
                 (input.clone(), true)
             };
-            let mut entries = vec![BatchEntry { cache: &mut main, tokens: &toks, want_logits: want, prefill }];
+            let mut entries = vec![BatchEntry { cache: &mut main, tokens: &toks, want_logits: want, prompt_len: if prefill { prompt.len() } else { 0 } }];
             for (c, t) in others.iter_mut().zip(&other_toks) {
-                entries.push(BatchEntry { cache: c, tokens: &t[step..step + 1 + step % 2], want_logits: true, prefill: step % 2 == 1 });
+                entries.push(BatchEntry { cache: c, tokens: &t[step..step + 1 + step % 2], want_logits: true, prompt_len: 0 });
             }
             // Put our sequence in a different place of the batch each step.
             entries.rotate_left(step % 4);

@@ -75,7 +75,7 @@ impl Run for Bench {
                 let toks = tokens(self.n_prompt, nv, rep);
                 let t0 = Instant::now();
                 for chunk in toks.chunks(self.engine.batch) {
-                    let mut b = [BatchEntry { cache: &mut cache, tokens: chunk, want_logits: true, prefill: true }];
+                    let mut b = [BatchEntry { cache: &mut cache, tokens: chunk, want_logits: true, prompt_len: toks.len() }];
                     model.forward(&mut fw, &mut b)?;
                 }
                 let dt = t0.elapsed().as_secs_f64();
@@ -92,7 +92,7 @@ impl Run for Bench {
                 let toks = tokens(self.n_gen, nv, rep + 1000);
                 let t0 = Instant::now();
                 for &t in &toks {
-                    let mut b = [BatchEntry { cache: &mut cache, tokens: &[t], want_logits: true, prefill: false }];
+                    let mut b = [BatchEntry { cache: &mut cache, tokens: &[t], want_logits: true, prompt_len: 0 }];
                     model.forward(&mut fw, &mut b)?;
                 }
                 let dt = t0.elapsed().as_secs_f64();
@@ -113,7 +113,7 @@ impl Run for Bench {
                     let mut entries: Vec<BatchEntry> = caches
                         .iter_mut()
                         .zip(&seqs)
-                        .map(|(c, s)| BatchEntry { cache: c, tokens: &s[step..step + 1], want_logits: true, prefill: false })
+                        .map(|(c, s)| BatchEntry { cache: c, tokens: &s[step..step + 1], want_logits: true, prompt_len: 0 })
                         .collect();
                     model.forward(&mut fw, &mut entries)?;
                 }

@@ -123,7 +123,7 @@ impl Run for Generate {
                 cache: &mut cache,
                 tokens: &tokens,
                 want_logits: want,
-                prefill,
+                prompt_len: if prefill { prompt.len() } else { 0 },
             }];
             model.forward(&mut fw, &mut batch)?;
             if !want {

@@ -38,11 +38,13 @@ pub struct BatchEntry<'a> {
     pub tokens: &'a [u32],
     /// Compute logits for the last of `tokens`.
     pub want_logits: bool,
-    /// `tokens` are a chunk of the sequence's prompt (else generated
-    /// tokens fed back). Some weight types compute a prompt chunk's whole
-    /// groups of four tokens with llama.cpp's multi-column arithmetic; the
-    /// result depends only on the sequence, never on the rest of the batch.
-    pub prefill: bool,
+    /// Nonzero: `tokens` are part of a prompt of this many tokens (prefill);
+    /// zero: generated tokens fed back (decode). llama.cpp computes prompt
+    /// tokens with different, multi-token arithmetic in places (attention
+    /// over ubatches of 64 or more tokens; repacked Q4_K in groups of four);
+    /// we reproduce that per token from its position in its own prompt, so
+    /// a token's arithmetic never depends on the rest of the batch.
+    pub prompt_len: usize,
 }
 
 impl Tensor {
@@ -118,6 +120,24 @@ pub struct Forward {
 struct TokenSlot {
     entry: usize,
     pos: usize,
+    /// Attention with llama.cpp's tiled prompt arithmetic (see `attend_tiled`).
+    tiled: bool,
+}
+
+/// llama.cpp splits a prompt into micro-batches of this many tokens
+/// (`n_ubatch`), counted from the start of the sequence.
+pub const UBATCH: usize = 512;
+/// A micro-batch with at least this many query tokens takes llama.cpp's
+/// tiled attention (`GGML_FA_TILE_Q`), else its one-pass path.
+const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled attention (`GGML_FA_TILE_KV`).
+const FA_TILE_KV: usize = 64;
+
+/// The micro-batch `[start, end)` that prompt position `pos` falls in, for a
+/// prompt of `prompt_len` tokens.
+pub fn ubatch_of(pos: usize, prompt_len: usize) -> (usize, usize) {
+    let start = pos / UBATCH * UBATCH;
+    (start, (start + UBATCH).min(prompt_len.max(pos + 1)))
 }
 
 impl Forward {
@@ -165,9 +185,15 @@ impl Forward {
         for (ei, e) in batch.iter().enumerate() {
             let base = e.cache.len();
             for j in 0..e.tokens.len() {
+                let pos = base + j;
+                let tiled = e.prompt_len > 0 && {
+                    let (s0, s1) = ubatch_of(pos, e.prompt_len);
+                    s1 - s0 >= FA_TILE_Q
+                };
                 slots.push(TokenSlot {
                     entry: ei,
-                    pos: base + j,
+                    pos,
+                    tiled,
                 });
             }
             if e.want_logits {
@@ -306,6 +332,7 @@ impl Forward {
                 self.pool.run(&|ith, nth| {
                     let mut qh = vec![f16::ZERO; hd];
                     let mut acc = vec![f16::ZERO; hd];
+                    let mut tile = TiledScratch::new(hd);
                     for wi in split_range(work, ith, nth, 1) {
                         let (ri, h) = (wi / hp.n_head, wi % hp.n_head);
                         let t = rows[ri];
@@ -313,6 +340,23 @@ impl Forward {
                         let cache = caches[slot.entry];
                         // Safety: each (row, head) pair is written by one thread.
                         let out = unsafe { attn_out.slice(ri * nq + h * hd, hd) };
+                        let qrow = &q[t * nq + h * hd..t * nq + (h + 1) * hd];
+                        if slot.tiled {
+                            attend_tiled(
+                                isa,
+                                qrow,
+                                &cache.k[il],
+                                &cache.v[il],
+                                nkv,
+                                (h / group) * hd,
+                                slot.pos,
+                                window,
+                                kq_scale,
+                                &mut tile,
+                                out,
+                            );
+                            continue;
+                        }
                         attend(
                             isa,
                             &q[t * nq + h * hd..t * nq + (h + 1) * hd],
@@ -570,6 +614,102 @@ fn attend(
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;
+    }
+}
+
+/// Per-thread buffers of `attend_tiled`.
+struct TiledScratch {
+    k: Vec<f32>,
+    kq: Vec<f32>,
+    v: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+impl TiledScratch {
+    fn new(hd: usize) -> TiledScratch {
+        TiledScratch {
+            k: vec![0.0; hd],
+            kq: vec![0.0; FA_TILE_KV],
+            v: vec![0.0; hd],
+            acc: vec![0.0; hd],
+        }
+    }
+}
+
+/// One query head as llama.cpp's tiled flash attention computes prompt
+/// micro-batches of 64 or more tokens: f32 query, keys and values (from the
+/// F16 cache), scores by an FMA chain per key, online softmax per tile of
+/// 64 keys (tiles counted from position 0) with ggml's vector `expf`, and an
+/// f32 value accumulator updated by an FMA chain per key.
+#[allow(clippy::too_many_arguments)]
+fn attend_tiled(
+    isa: Isa,
+    q: &[f32],
+    k_cache: &[u16],
+    v_cache: &[u16],
+    kv_stride: usize,
+    head_off: usize,
+    pos: usize,
+    window: usize,
+    kq_scale: f32,
+    t: &mut TiledScratch,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let first = if window == usize::MAX { 0 } else { (pos + 1).saturating_sub(window) };
+    t.acc.iter_mut().for_each(|a| *a = 0.0);
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    let mut tile0 = first / FA_TILE_KV * FA_TILE_KV;
+    while tile0 <= pos {
+        // Scores for the tile; masked and out-of-range keys are -inf.
+        for j in 0..FA_TILE_KV {
+            let p = tile0 + j;
+            t.kq[j] = if p < first || p > pos {
+                f32::NEG_INFINITY
+            } else {
+                let off = p * kv_stride + head_off;
+                for (d, &b) in t.k.iter_mut().zip(&k_cache[off..off + hd]) {
+                    *d = f16::from_bits(b).to_f32();
+                }
+                let mut kq = 0.0f32;
+                for (&kd, &qd) in t.k.iter().zip(q) {
+                    kq = kd.mul_add(qd, kq);
+                }
+                kq * kq_scale
+            };
+        }
+        let tile_max = t.kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if tile_max != f32::NEG_INFINITY {
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                vec::vec_scale_f32(&mut t.acc, ms);
+                sum *= ms;
+            }
+            m = m_new;
+            let kq_in = t.kq.clone();
+            sum = (sum as f64 + vec::soft_max_f32(isa, &mut t.kq, &kq_in, m_new)) as f32;
+            for j in 0..FA_TILE_KV {
+                let p = tile0 + j;
+                if p < first || p > pos {
+                    continue; // weight 0: ggml's FMA adds exactly nothing
+                }
+                let off = p * kv_stride + head_off;
+                for (d, &b) in t.v.iter_mut().zip(&v_cache[off..off + hd]) {
+                    *d = f16::from_bits(b).to_f32();
+                }
+                let w = t.kq[j];
+                for (a, &vd) in t.acc.iter_mut().zip(&t.v) {
+                    *a = vd.mul_add(w, *a);
+                }
+            }
+        }
+        tile0 += FA_TILE_KV;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(&t.acc) {
+        *o = a * inv;
     }
 }
 

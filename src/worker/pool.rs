@@ -141,7 +141,7 @@ fn self_test(model: &Model, fw: &mut Forward) -> Result<(), PoolError> {
         cache: &mut cache,
         tokens: &[tok],
         want_logits: true,
-        prefill: true,
+        prompt_len: 1,
     }];
     model
         .forward(fw, &mut batch)

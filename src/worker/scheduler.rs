@@ -326,7 +326,7 @@ impl Scheduler {
                     cache: &mut slot.cache,
                     tokens: &p.tokens,
                     want_logits: p.want,
-                    prefill: p.prefill,
+                    prompt_len: if p.prefill { slot.running.as_ref().map_or(0, |r| r.task.prompt.len()) } else { 0 },
                 });
             }
             self.model.forward(&mut self.fw, &mut entries)
