@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::decode::{DecodeParams, FinishReason, SequenceDecoder, TokenOut};
+use crate::model::forward::ubatch_of;
 use crate::model::{BatchEntry, Forward, Model, SeqCache};
 
 use super::stats::PoolStats;
@@ -90,10 +91,10 @@ struct Slot {
     cache: SeqCache,
     /// Tokens whose KV is in `cache`, in order (for prefix reuse).
     tokens: Vec<u32>,
-    /// Leading cached tokens that a fresh run of a longer prompt would
-    /// compute identically: prompt tokens in whole aligned groups of four
-    /// (see `PREFILL_ALIGN`). Strict reuse stops here.
-    strict_len: usize,
+    /// Length of the prompt whose prefill filled the cache; cached tokens
+    /// past it were generated (decode arithmetic) and are only reused by
+    /// best-effort tasks.
+    prompt_len: usize,
     session: Option<String>,
     last_used: Instant,
     running: Option<Running>,
@@ -132,6 +133,26 @@ pub struct Scheduler {
 /// is batched with.
 pub const PREFILL_ALIGN: usize = 4;
 
+/// How many leading positions are computed with the same arithmetic in a
+/// prompt of `old_len` tokens and one of `new_len` (capped at both). A
+/// prompt position's arithmetic depends on the llama.cpp micro-batch it
+/// falls in (its length decides tiled attention; groups of four are whole
+/// or not), so only positions whose micro-batch role agrees can be reused
+/// without changing results.
+pub fn strict_reuse_limit(old_len: usize, new_len: usize) -> usize {
+    let n = old_len.min(new_len);
+    if n == 0 {
+        return 0;
+    }
+    // Positions in whole micro-batches of the shorter prompt agree.
+    let (start, _) = ubatch_of(n - 1, n);
+    let role = |p: usize, len: usize| {
+        let (s0, s1) = ubatch_of(p, len);
+        (s1 - s0 >= 64, p / PREFILL_ALIGN * PREFILL_ALIGN + PREFILL_ALIGN <= s1)
+    };
+    (start..n).find(|&p| role(p, old_len) != role(p, new_len)).unwrap_or(n)
+}
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -148,7 +169,7 @@ impl Scheduler {
             .map(|_| Slot {
                 cache: model.new_cache(cfg.ctx),
                 tokens: Vec::new(),
-                strict_len: 0,
+                prompt_len: 0,
                 session: None,
                 last_used: now,
                 running: None,
@@ -237,12 +258,12 @@ impl Scheduler {
             let mut reuse =
                 common_prefix(&slot.tokens, &task.prompt).min(task.prompt.len().saturating_sub(1));
             if !task.best_effort_reuse {
-                reuse = reuse.min(slot.strict_len);
+                reuse = reuse.min(strict_reuse_limit(slot.prompt_len, task.prompt.len()));
             }
             reuse = reuse / PREFILL_ALIGN * PREFILL_ALIGN;
             slot.cache.truncate(reuse);
             slot.tokens.truncate(reuse);
-            slot.strict_len = slot.strict_len.min(reuse);
+            slot.prompt_len = task.prompt.len();
             slot.session = task.session.clone();
             let queue_ms = task.submitted_at.elapsed().as_millis() as u64;
             let _ = task.events.send(EngineEvent::Started {
@@ -342,7 +363,7 @@ impl Scheduler {
                     });
                 }
                 slot.tokens.clear();
-                slot.strict_len = 0;
+                slot.prompt_len = 0;
                 slot.cache.clear();
             }
             return;
@@ -354,9 +375,6 @@ impl Scheduler {
         let nv = self.model.hparams.n_vocab;
         for p in plan {
             let slot = &mut self.slots[p.slot];
-            if p.prefill && slot.strict_len == slot.tokens.len() {
-                slot.strict_len += p.tokens.len() / PREFILL_ALIGN * PREFILL_ALIGN;
-            }
             slot.tokens.extend_from_slice(&p.tokens);
             slot.last_used = Instant::now();
             let r = slot.running.as_mut().unwrap();
@@ -412,4 +430,30 @@ fn finish_canceled(t: &EngineTask, tokens_in: usize, tokens_out: usize, reused: 
         decode_ms: 0,
         canceled: true,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_reuse_respects_micro_batch_roles() {
+        // Same length: everything agrees.
+        assert_eq!(strict_reuse_limit(10, 10), 10);
+        // 10 then 20 tokens: positions 8 and 9 were a tail of two in the
+        // short prompt but sit in a whole group of four in the long one.
+        assert_eq!(strict_reuse_limit(10, 20), 8);
+        assert_eq!(strict_reuse_limit(20, 10), 8);
+        // 40 then 100: the short prompt's attention was one-pass (< 64
+        // tokens), the long one's tiled: nothing in that micro-batch agrees.
+        assert_eq!(strict_reuse_limit(40, 100), 0);
+        // 70 then 100: both tiled; whole groups agree.
+        assert_eq!(strict_reuse_limit(70, 100), 68);
+        // Across micro-batches: 600 then 1000 tokens. The first 512 agree;
+        // the second micro-batch had 88 tokens (tiled) and will have 488.
+        assert_eq!(strict_reuse_limit(600, 1000), 600);
+        // 530 then 1000: the second micro-batch had 18 tokens (one-pass).
+        assert_eq!(strict_reuse_limit(530, 1000), 512);
+        assert_eq!(strict_reuse_limit(0, 5), 0);
+    }
 }
