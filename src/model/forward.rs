@@ -70,8 +70,10 @@ fn job<'a>(
     x_stride: usize,
     out: &mut [f32],
     out_stride: usize,
+    quads: Option<&'a [bool]>,
 ) -> MatJob<'a> {
     MatJob {
+        quads,
         w: t.matrix(),
         k: t.kernels(isa),
         x,
@@ -201,6 +203,24 @@ impl Forward {
             }
         }
         let n_tok = slots.len();
+        // Prompt tokens in a whole aligned group of four of their own
+        // micro-batch, all in this entry: the quad arithmetic of some kernels.
+        let mut quad = vec![false; n_tok];
+        {
+            let mut t = 0;
+            for e in batch.iter() {
+                let (first, end) = (e.cache.len(), e.cache.len() + e.tokens.len());
+                for j in 0..e.tokens.len() {
+                    let pos = first + j;
+                    if e.prompt_len > 0 {
+                        let (_, ub_end) = ubatch_of(pos, e.prompt_len);
+                        let q0 = pos / 4 * 4;
+                        quad[t] = q0 >= first && q0 + 4 <= end.min(ub_end);
+                    }
+                    t += 1;
+                }
+            }
+        }
         let (ne, nq, nkv, nff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
         let s = &mut self.s;
         grow(&mut s.x, n_tok * ne);
@@ -252,9 +272,9 @@ impl Forward {
                 let k = lw.wq.kernels(isa);
                 let stride = quantize_rows(&k, &s.xn[..n_tok * ne], ne, &mut s.xq);
                 let jobs = [
-                    job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq),
-                    job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv),
-                    job(isa, &lw.wv, &s.xq, stride, &mut s.v, nkv),
+                    job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq, Some(&quad)),
+                    job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv, Some(&quad)),
+                    job(isa, &lw.wv, &s.xq, stride, &mut s.v, nkv, Some(&quad)),
                 ];
                 matmul(&mut self.pool, &jobs, n_tok);
             }
@@ -312,11 +332,26 @@ impl Forward {
 
             // Attention. In the last layer only rows that produce logits matter.
             let last = il == n_layer - 1;
+            // In the last layer only rows that produce logits matter after
+            // the output projection; an output row in a prompt quad brings
+            // its whole quad, since the projection computes quads together
+            // (llama.cpp selects the rows after it).
             let rows: Vec<usize> = if last {
-                out_rows.clone()
+                let mut r = Vec::new();
+                for &t in &out_rows {
+                    let lo = if quad[t] { t - slots[t].pos % 4 } else { t };
+                    let hi = if quad[t] { lo + 4 } else { t + 1 };
+                    for i in lo..hi {
+                        if r.last().is_none_or(|&l| l < i) {
+                            r.push(i);
+                        }
+                    }
+                }
+                r
             } else {
                 (0..n_tok).collect()
             };
+            let row_quads: Vec<bool> = rows.iter().map(|&t| quad[t]).collect();
             let kq_scale = if hp.arch == Arch::Gemma3 {
                 1.0
             } else {
@@ -379,15 +414,22 @@ impl Forward {
             {
                 let k = lw.wo.kernels(isa);
                 let stride = quantize_rows(&k, &s.attn[..n_rows * nq], nq, &mut s.xq);
-                let jobs = [job(isa, &lw.wo, &s.xq, stride, &mut s.proj, ne)];
+                let jobs = [job(isa, &lw.wo, &s.xq, stride, &mut s.proj, ne, Some(&row_quads))];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
-            if last && n_rows != n_tok {
-                // Keep only the residual rows that continue.
-                for (ri, &t) in rows.iter().enumerate() {
-                    s.x.copy_within(t * ne..(t + 1) * ne, ri * ne);
+            let n_rows = if last && out_rows.len() != n_tok {
+                // Keep only the rows that continue: the output rows.
+                for (k, &t) in out_rows.iter().enumerate() {
+                    let ri = rows.binary_search(&t).expect("output row was computed");
+                    s.proj.copy_within(ri * ne..(ri + 1) * ne, k * ne);
+                    s.x.copy_within(t * ne..(t + 1) * ne, k * ne);
                 }
-            }
+                out_rows.len()
+            } else {
+                n_rows
+            };
+            // After the last layer's selection every row stands alone.
+            let ffn_quads = if last { None } else { Some(&quad[..]) };
             if let Some(pn) = &lw.post_attn_norm {
                 rms_norm_in_place(&mut s.proj[..n_rows * ne], ne, pn.f32s(), hp.norm_eps);
             }
@@ -405,8 +447,8 @@ impl Forward {
                 let k = lw.ffn_gate.kernels(isa);
                 let stride = quantize_rows(&k, &s.xn[..n_rows * ne], ne, &mut s.xq);
                 let jobs = [
-                    job(isa, &lw.ffn_gate, &s.xq, stride, &mut s.gate, nff),
-                    job(isa, &lw.ffn_up, &s.xq, stride, &mut s.up, nff),
+                    job(isa, &lw.ffn_gate, &s.xq, stride, &mut s.gate, nff, ffn_quads),
+                    job(isa, &lw.ffn_up, &s.xq, stride, &mut s.up, nff, ffn_quads),
                 ];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
@@ -421,7 +463,7 @@ impl Forward {
             {
                 let k = lw.ffn_down.kernels(isa);
                 let stride = quantize_rows(&k, &s.hidden[..n_rows * nff], nff, &mut s.hq);
-                let jobs = [job(isa, &lw.ffn_down, &s.hq, stride, &mut s.proj, ne)];
+                let jobs = [job(isa, &lw.ffn_down, &s.hq, stride, &mut s.proj, ne, ffn_quads)];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             if let Some(pn) = &lw.post_ffn_norm {
@@ -445,7 +487,7 @@ impl Forward {
             );
             let k = w.output.kernels(isa);
             let stride = quantize_rows(&k, &s.xn[..n_out * ne], ne, &mut s.xq);
-            let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv)];
+            let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv, None)];
             matmul(&mut self.pool, &jobs, n_out);
             if hp.final_logit_softcap > 0.0 {
                 let c = hp.final_logit_softcap;
