@@ -166,6 +166,12 @@ impl ChatTemplate {
         })
     }
 
+    /// Whether rendered text may begin with BOS that the tokenizer would
+    /// add again (it strips a leading BOS when the tokenizer adds one).
+    pub fn emits_bos(&self) -> bool {
+        false
+    }
+
     pub fn source(&self) -> TemplateSource {
         self.source
     }

@@ -48,6 +48,9 @@ pub struct Model {
     pub hparams: HParams,
     pub weights: Weights,
     pub tokenizer: Arc<Tokenizer>,
+    /// The model's chat template (or the built-in fallback); None when it
+    /// does not compile.
+    pub chat_template: Option<chat_template::ChatTemplate>,
     pub file: Arc<GgufFile>,
 }
 
@@ -72,10 +75,12 @@ impl Model {
             Tokenizer::from_gguf(&file.header)
                 .map_err(|source| ModelError::Tokenizer { path: p(), source })?,
         );
+        let chat_template = chat_template::ChatTemplate::from_gguf(&file.header, &tokenizer).ok();
         Ok(Arc::new(Model {
             hparams,
             weights,
             tokenizer,
+            chat_template,
             file,
         }))
     }

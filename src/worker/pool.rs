@@ -84,8 +84,12 @@ impl Engine {
             spec.ctx.min(model.hparams.n_ctx_train.max(1))
         };
         let mut fw = Forward::new(spec.threads.max(1), spec.isa);
+        let t0 = Instant::now();
         self_test(&model, &mut fw)?;
         let stats = Arc::new(PoolStats::default());
+        // Admission predicts start times from measured rates; until real
+        // traffic is measured, the self-test's one-token step is the rate.
+        stats.seed(t0.elapsed());
         let (tx, rx) = mpsc::channel();
         let sched = Scheduler::new(
             model.clone(),
