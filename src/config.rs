@@ -336,17 +336,22 @@ impl Config {
                 })?;
                 (Self::parse_str(&text, p)?, text, p.to_path_buf())
             }
-            None => (Config::default(), String::new(), PathBuf::from("<defaults>")),
+            None => (
+                Config::default(),
+                String::new(),
+                PathBuf::from("<defaults>"),
+            ),
         };
         cfg.apply_env(env)?;
-        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
-            line: line_of_key(&text, &key)
-                .map(|n| format!(" (line {n})"))
-                .unwrap_or_default(),
-            path: shown,
-            key,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                line: line_of_key(&text, &key)
+                    .map(|n| format!(" (line {n})"))
+                    .unwrap_or_default(),
+                path: shown,
+                key,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -489,10 +494,16 @@ impl Config {
         let err = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
         match (self.profile, self.role) {
             (Profile::Home, Some(_)) => {
-                return err("role", "only a cloud profile has a role; remove it or set profile = \"cloud\"")
+                return err(
+                    "role",
+                    "only a cloud profile has a role; remove it or set profile = \"cloud\"",
+                )
             }
             (Profile::Cloud, None) => {
-                return err("role", "a cloud profile needs role = \"control\" or \"worker\"")
+                return err(
+                    "role",
+                    "a cloud profile needs role = \"control\" or \"worker\"",
+                )
             }
             _ => {}
         }
@@ -541,11 +552,17 @@ impl Config {
         }
         let worker_like = self.profile == Profile::Home || self.role == Some(Role::Worker);
         if !worker_like && !self.pools.is_empty() {
-            return err("pools", "a control plane loads no model; pools belong on workers");
+            return err(
+                "pools",
+                "a control plane loads no model; pools belong on workers",
+            );
         }
         if self.role == Some(Role::Worker) {
             if self.cloud.node_id.as_deref().unwrap_or("").is_empty() {
-                return err("cloud.node_id", "a worker needs a node id (or POOL_MANAGERD_NODE_ID)");
+                return err(
+                    "cloud.node_id",
+                    "a worker needs a node id (or POOL_MANAGERD_NODE_ID)",
+                );
             }
             if let Err(m) = validate_id(self.cloud.node_id.as_deref().unwrap_or("")) {
                 return Err(("cloud.node_id".into(), m));
@@ -561,7 +578,10 @@ impl Config {
             return err("tls", "set both cert and key, or neither");
         }
         if self.tls.require_client_cert && self.tls.ca.is_none() {
-            return err("tls.require_client_cert", "needs tls.ca to verify client certificates");
+            return err(
+                "tls.require_client_cert",
+                "needs tls.ca to verify client certificates",
+            );
         }
         Ok(())
     }
@@ -649,7 +669,10 @@ fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('[') {
-            let name = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            let name = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
             let is_array = line.starts_with("[[");
             in_target = match table {
                 None => false,
@@ -738,16 +761,21 @@ slots = 4
 
     #[test]
     fn wrong_type_names_line() {
-        let e = load_text("[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n", &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = load_text(
+            "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n",
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 4") && e.contains("`slots`"), "{e}");
         assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
     fn syntax_error_is_one_line_with_its_line() {
-        let e = load_text("[server]\nbind = \n", &no_env).unwrap_err().to_string();
+        let e = load_text("[server]\nbind = \n", &no_env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(!e.contains('\n'), "{e}");
     }
@@ -762,9 +790,13 @@ slots = 4
 
     #[test]
     fn cloud_needs_a_role_and_home_has_none() {
-        let e = load_text("profile = \"cloud\"\n", &no_env).unwrap_err().to_string();
+        let e = load_text("profile = \"cloud\"\n", &no_env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`role`"), "{e}");
-        let e = load_text("role = \"worker\"\n", &no_env).unwrap_err().to_string();
+        let e = load_text("role = \"worker\"\n", &no_env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`role`") && e.contains("line 1"), "{e}");
     }
 
@@ -815,7 +847,8 @@ slots = 4
 
     #[test]
     fn control_plane_rejects_pools() {
-        let text = "profile = \"cloud\"\nrole = \"control\"\n[[pools]]\nid = \"p\"\nmodel = \"m\"\n";
+        let text =
+            "profile = \"cloud\"\nrole = \"control\"\n[[pools]]\nid = \"p\"\nmodel = \"m\"\n";
         let e = load_text(text, &no_env).unwrap_err().to_string();
         assert!(e.contains("`pools`"), "{e}");
     }

@@ -11,7 +11,10 @@ fn version_and_help_on_every_subcommand() {
     let env = Env::new();
     let r = env.run(&["--version"]);
     assert_eq!(r.code, 0);
-    assert_eq!(r.stdout.trim(), format!("llorchd {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        r.stdout.trim(),
+        format!("llorchd {}", env!("CARGO_PKG_VERSION"))
+    );
     for args in [
         &["--help"][..],
         &["check-config", "--help"],
@@ -27,7 +30,11 @@ fn version_and_help_on_every_subcommand() {
     ] {
         let r = env.run(args);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-        assert!(r.stdout.contains("Usage: llorchd"), "{args:?}: {}", r.stdout);
+        assert!(
+            r.stdout.contains("Usage: llorchd"),
+            "{args:?}: {}",
+            r.stdout
+        );
     }
     // A usage error exits 2.
     assert_eq!(env.run(&["models", "frobnicate"]).code, 2);
@@ -168,7 +175,14 @@ fn a_wrong_sha256_is_refused_and_the_catalog_is_unchanged() {
 fn path_traversal_ids_are_refused() {
     let env = Env::new();
     let a = env.synth("a.gguf", 1);
-    for id in ["../escape", "..", "a/b", "/etc/passwd", ".x", &"a".repeat(65)] {
+    for id in [
+        "../escape",
+        "..",
+        "a/b",
+        "/etc/passwd",
+        ".x",
+        &"a".repeat(65),
+    ] {
         let r = env.run(&["models", "stage", path_str(&a), "--id", id]);
         assert_eq!(r.code, 2, "{id}: {}", r.stderr);
         r.assert_one_line_error();
@@ -186,7 +200,11 @@ fn path_traversal_ids_are_refused() {
 fn verify_detects_a_file_modified_after_staging() {
     let env = Env::new();
     let a = env.synth("a.gguf", 3);
-    assert_eq!(env.run(&["models", "stage", path_str(&a), "--id", "m"]).code, 0);
+    assert_eq!(
+        env.run(&["models", "stage", path_str(&a), "--id", "m"])
+            .code,
+        0
+    );
     assert_eq!(env.run(&["models", "verify", "m"]).code, 0);
     let staged = env.models_dir().join("m.gguf");
     let mut bytes = std::fs::read(&staged).unwrap();
@@ -203,12 +221,20 @@ fn verify_detects_a_file_modified_after_staging() {
 fn retire_activate_and_remove() {
     let env = Env::new();
     let a = env.synth("a.gguf", 4);
-    assert_eq!(env.run(&["models", "stage", path_str(&a), "--id", "m"]).code, 0);
+    assert_eq!(
+        env.run(&["models", "stage", path_str(&a), "--id", "m"])
+            .code,
+        0
+    );
     let r = env.run(&["models", "retire", "m"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(env.list()[0]["state"], "Retired");
     let r = env.run(&["models", "list"]);
-    assert!(r.stdout.lines().nth(1).unwrap().contains("Retired"), "{}", r.stdout);
+    assert!(
+        r.stdout.lines().nth(1).unwrap().contains("Retired"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(env.run(&["models", "activate", "m"]).code, 0);
     assert_eq!(env.list()[0]["state"], "Active");
     assert_eq!(env.model_files(), ["m.gguf"]);
@@ -229,9 +255,17 @@ fn the_store_comes_from_the_config_file_or_llorch_config() {
     std::fs::write(&cfg, format!("[store]\ndir = {:?}\n", path_str(&store))).unwrap();
     let a = env.synth("a.gguf", 5);
     let mut c = std::process::Command::new(BIN);
-    c.args(["models", "stage", path_str(&a), "--id", "viaflag", "--config", path_str(&cfg)])
-        .env_remove("LLORCH_STORE_DIR")
-        .env_remove("LLORCH_CONFIG");
+    c.args([
+        "models",
+        "stage",
+        path_str(&a),
+        "--id",
+        "viaflag",
+        "--config",
+        path_str(&cfg),
+    ])
+    .env_remove("LLORCH_STORE_DIR")
+    .env_remove("LLORCH_CONFIG");
     assert!(c.status().unwrap().success());
     assert!(store.join("models/viaflag.gguf").is_file());
     let out = std::process::Command::new(BIN)
@@ -260,13 +294,37 @@ fn check_config_accepts_valid_and_names_key_and_line_otherwise() {
     let r = env.run(&["check-config", path_str(&ok)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("ok"), "{}", r.stdout);
-    assert_eq!(env.run(&["check-config", path_str(&write("empty.toml", ""))]).code, 0);
+    assert_eq!(
+        env.run(&["check-config", path_str(&write("empty.toml", ""))])
+            .code,
+        0
+    );
 
     let cases = [
-        ("unknown.toml", "[server]\nbind = \"127.0.0.1:1\"\nbnid = 3\n", "bnid", "line 3"),
-        ("type.toml", "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n", "slots", "line 4"),
-        ("range.toml", "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = 0\n", "pools[0].slots", "line 4"),
-        ("id.toml", "\n[[pools]]\nid = \"a\"\nmodel = \"../m\"\n", "pools[0].model", "line 4"),
+        (
+            "unknown.toml",
+            "[server]\nbind = \"127.0.0.1:1\"\nbnid = 3\n",
+            "bnid",
+            "line 3",
+        ),
+        (
+            "type.toml",
+            "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = \"four\"\n",
+            "slots",
+            "line 4",
+        ),
+        (
+            "range.toml",
+            "[[pools]]\nid = \"a\"\nmodel = \"m\"\nslots = 0\n",
+            "pools[0].slots",
+            "line 4",
+        ),
+        (
+            "id.toml",
+            "\n[[pools]]\nid = \"a\"\nmodel = \"../m\"\n",
+            "pools[0].model",
+            "line 4",
+        ),
         ("role.toml", "profile = \"cloud\"\n", "role", ""),
         ("syntax.toml", "[server\n", "", "line 1"),
     ];
@@ -287,8 +345,18 @@ fn synth_writes_a_model_that_stages() {
     let env = Env::new();
     let out = env.tmp.path().join("q.gguf");
     let r = env.run(&[
-        "models", "synth", "--arch", "qwen2", "--type", "Q4_K", "--embd-type", "F16", "--layers", "3",
-        "--out", path_str(&out),
+        "models",
+        "synth",
+        "--arch",
+        "qwen2",
+        "--type",
+        "Q4_K",
+        "--embd-type",
+        "F16",
+        "--layers",
+        "3",
+        "--out",
+        path_str(&out),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = env.run(&["models", "inspect", "--json", path_str(&out)]);
@@ -298,7 +366,16 @@ fn synth_writes_a_model_that_stages() {
     assert_eq!(types(&v), ["F16", "F32", "Q4_K"]);
     assert_eq!(env.run(&["models", "stage", path_str(&out)]).code, 0);
     assert_eq!(env.list()[0]["id"], "q");
-    let r = env.run(&["models", "synth", "--dim", "96", "--type", "Q4_K", "--out", path_str(&out)]);
+    let r = env.run(&[
+        "models",
+        "synth",
+        "--dim",
+        "96",
+        "--type",
+        "Q4_K",
+        "--out",
+        path_str(&out),
+    ]);
     assert_eq!(r.code, 2);
     r.assert_one_line_error();
 }

@@ -181,7 +181,10 @@ fn corrupted_real_headers_never_panic_hang_or_balloon() {
         let r = catch_unwind(AssertUnwindSafe(|| measured_parse(input)));
         let (ok, t, peak) = r.unwrap_or_else(|_| panic!("variant {i} panicked: {m:?}"));
         assert!(t < Duration::from_secs(2), "variant {i} took {t:?}: {m:?}");
-        assert!(peak < mem_bound, "variant {i} allocated {peak} bytes: {m:?}");
+        assert!(
+            peak < mem_bound,
+            "variant {i} allocated {peak} bytes: {m:?}"
+        );
         slowest = slowest.max(t);
         parsed_ok += ok as usize;
         if let Some(range) = restore {
@@ -194,6 +197,12 @@ fn corrupted_real_headers_never_panic_hang_or_balloon() {
     );
     // Most corruptions must be caught; some (a flipped bit in a float, a
     // string's letters) are still valid files.
-    assert!(parsed_ok < iterations / 2, "{parsed_ok} of {iterations} corrupt variants parsed");
-    assert!(parsed_ok > 0, "no variant parsed: the mutations are too coarse");
+    assert!(
+        parsed_ok < iterations / 2,
+        "{parsed_ok} of {iterations} corrupt variants parsed"
+    );
+    assert!(
+        parsed_ok > 0,
+        "no variant parsed: the mutations are too coarse"
+    );
 }

@@ -48,7 +48,10 @@ fn kill_9_mid_stage_then_restart() {
             if child.try_wait().unwrap().is_some() {
                 break None;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "stage neither progressed nor ended");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "stage neither progressed nor ended"
+            );
             std::thread::sleep(Duration::from_micros(200));
         };
         child.wait().unwrap();

@@ -18,7 +18,10 @@ pub struct CheckConfig {
 impl Run for CheckConfig {
     fn run(self, _ctx: &Context) -> anyhow::Result<ExitCode> {
         let cfg = Config::load(Some(&self.file)).map_err(|e| usage(e.to_string()))?;
-        let role = cfg.role.map(|r| format!(" ({r:?})").to_lowercase()).unwrap_or_default();
+        let role = cfg
+            .role
+            .map(|r| format!(" ({r:?})").to_lowercase())
+            .unwrap_or_default();
         println!(
             "{}: ok: profile {}{role}, {} pool(s), store {}",
             self.file.display(),

@@ -73,15 +73,14 @@ impl Run for Generate {
         } else {
             self.prompt.clone()
         };
-        // A template that writes BOS itself must not get a second one.
-        let add_special = !(self.chat && model.chat_template.as_ref().is_some_and(|t| t.emits_bos()));
-        let prompt = model.tokenizer.encode(&text, add_special, true);
+        // The template drops a leading BOS text when the tokenizer adds BOS.
+        let prompt = model.tokenizer.encode(&text, true, true);
         if prompt.is_empty() {
             return Err(usage("the prompt is empty after tokenization"));
         }
         let ctx_len = self.engine.ctx_for(&model, prompt.len() + self.max_tokens)?;
         let seed = self.seed.unwrap_or_else(rand::random);
-        if self.seed.is_none() {
+        if self.seed.is_none() && self.temperature > 0.0 {
             eprintln!("llorchd: seed {seed}");
         }
         let params = DecodeParams {

@@ -36,6 +36,8 @@ enum ModelsCommand {
     Activate(IdArg),
     /// Remove a model from the catalog and delete its file.
     Remove(IdArg),
+    /// Print the path of a staged model's file.
+    Path(IdArg),
     /// Write a synthetic model GGUF (random weights) of any shape and tensor type.
     Synth(synth::Synth),
 }
@@ -50,6 +52,7 @@ impl Run for Models {
             ModelsCommand::Retire(c) => set_state(ctx, &c.id, ModelState::Retired),
             ModelsCommand::Activate(c) => set_state(ctx, &c.id, ModelState::Active),
             ModelsCommand::Remove(c) => remove(ctx, &c.id),
+            ModelsCommand::Path(c) => path(ctx, &c.id),
             ModelsCommand::Synth(c) => c.run(ctx),
         }
     }
@@ -121,9 +124,11 @@ fn progress_bar(label: &str) -> Option<ProgressBar> {
     }
     let pb = ProgressBar::new(0);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     pb.set_message(label.to_string());
     Some(pb)
@@ -191,7 +196,14 @@ impl Run for Inspect {
         if self.tensors {
             println!("tensors:");
             for t in &g.header.tensors {
-                println!("  {:<32} {:<6} {:?} @{} ({} bytes)", t.name, t.ty.name(), t.dims, t.offset, t.size);
+                println!(
+                    "  {:<32} {:<6} {:?} @{} ({} bytes)",
+                    t.name,
+                    t.ty.name(),
+                    t.dims,
+                    t.offset,
+                    t.size
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -217,7 +229,12 @@ fn print_summary(file: &Path, s: &GgufSummary) {
     let row = |k: &str, v: String| println!("{k:<16}{v}");
     row(
         "file",
-        format!("{} ({} bytes, GGUF v{})", file.display(), s.file_bytes, s.version),
+        format!(
+            "{} ({} bytes, GGUF v{})",
+            file.display(),
+            s.file_bytes,
+            s.version
+        ),
     );
     row("architecture", opt(&s.architecture));
     if let Some(n) = &s.name {
@@ -232,9 +249,15 @@ fn print_summary(file: &Path, s: &GgufSummary) {
     row("layers", opt(&s.block_count));
     row("embedding", opt(&s.embedding_length));
     row("feed forward", opt(&s.feed_forward_length));
-    row("heads", format!("{} (kv {})", opt(&s.head_count), opt(&s.head_count_kv)));
+    row(
+        "heads",
+        format!("{} (kv {})", opt(&s.head_count), opt(&s.head_count_kv)),
+    );
     if s.key_length.is_some() || s.value_length.is_some() {
-        row("head dim", format!("k {} v {}", opt(&s.key_length), opt(&s.value_length)));
+        row(
+            "head dim",
+            format!("k {} v {}", opt(&s.key_length), opt(&s.value_length)),
+        );
     }
     if let Some(w) = s.sliding_window {
         row("sliding window", w.to_string());
@@ -249,8 +272,14 @@ fn print_summary(file: &Path, s: &GgufSummary) {
             opt(&s.add_bos_token)
         ),
     );
-    row("chat template", if s.has_chat_template { "yes" } else { "no" }.into());
-    row("tensors", format!("{}: {}", s.tensor_count, s.quantization()));
+    row(
+        "chat template",
+        if s.has_chat_template { "yes" } else { "no" }.into(),
+    );
+    row(
+        "tensors",
+        format!("{}: {}", s.tensor_count, s.quantization()),
+    );
     let unsupported = s.unsupported_types();
     if !unsupported.is_empty() {
         row("unsupported", unsupported.join(", "));
@@ -311,7 +340,17 @@ impl Run for List {
 }
 
 fn print_table(entries: &[CatalogEntry]) {
-    let header = ["ID", "STATE", "ARCH", "PARAMS", "CTX", "SIZE", "SHA256", "STAGED", "QUANTIZATION"];
+    let header = [
+        "ID",
+        "STATE",
+        "ARCH",
+        "PARAMS",
+        "CTX",
+        "SIZE",
+        "SHA256",
+        "STAGED",
+        "QUANTIZATION",
+    ];
     let rows: Vec<[String; 9]> = entries
         .iter()
         .map(|e| {
@@ -378,6 +417,16 @@ fn set_state(ctx: &Context, id: &str, state: ModelState) -> anyhow::Result<ExitC
     let cat = open_catalog(ctx)?;
     let e = cat.set_state(id, state).map_err(store_error)?;
     println!("{}: {}", e.id, e.state);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
+    let cat = open_catalog(ctx)?;
+    let e = cat
+        .get(id)
+        .map_err(store_error)?
+        .ok_or_else(|| anyhow::anyhow!("no model {id:?} in the catalog"))?;
+    println!("{}", cat.model_path(&e).display());
     Ok(ExitCode::SUCCESS)
 }
 

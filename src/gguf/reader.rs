@@ -472,7 +472,12 @@ impl<'a> Cursor<'a> {
     /// `n` items of at least `min_size` bytes must fit in what is left. A
     /// count that could not fit even the whole input is absurd; one that
     /// merely runs past the end means the input is truncated.
-    fn check_count(&self, n: u64, min_size: u64, what: &dyn Fn() -> String) -> Result<(), GgufError> {
+    fn check_count(
+        &self,
+        n: u64,
+        min_size: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<(), GgufError> {
         match n.checked_mul(min_size) {
             Some(b) if b <= self.remaining() => Ok(()),
             Some(b) if b <= self.buf.len() as u64 => Err(GgufError::Truncated {
@@ -690,7 +695,9 @@ impl Gguf {
             };
             // ggml keeps dimensions and element counts in i64.
             if let Some(d) = r.dims.iter().find(|&&d| d > i64::MAX as u64) {
-                return Err(bad(format!("dimension {d} is negative as a signed 64-bit count")));
+                return Err(bad(format!(
+                    "dimension {d} is negative as a signed 64-bit count"
+                )));
             }
             let n_el = r
                 .dims

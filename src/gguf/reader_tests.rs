@@ -59,7 +59,8 @@ impl Raw {
         self.u32(ty).u64(offset)
     }
     fn pad_to(&mut self, align: usize) -> &mut Self {
-        self.bytes.resize(self.bytes.len().next_multiple_of(align), 0);
+        self.bytes
+            .resize(self.bytes.len().next_multiple_of(align), 0);
         self
     }
     fn data(&mut self, n: usize) -> &mut Self {
@@ -72,7 +73,9 @@ impl Raw {
 fn valid() -> Raw {
     let mut r = Raw::new(2, 2);
     r.mark("kv 0");
-    r.str(b"general.architecture").u32(ValueType::String.id()).str(b"llama");
+    r.str(b"general.architecture")
+        .u32(ValueType::String.id())
+        .str(b"llama");
     r.mark("kv 1");
     r.str(b"tokenizer.ggml.tokens")
         .u32(ValueType::Array.id())
@@ -125,11 +128,17 @@ fn truncation_at_every_section_boundary_names_the_section() {
             let e = parse(&r.bytes[..cut + extra]).unwrap_err();
             let msg = e.to_string();
             assert!(
-                matches!(e, GgufError::Truncated { .. } | GgufError::AbsurdCount { .. }),
+                matches!(
+                    e,
+                    GgufError::Truncated { .. } | GgufError::AbsurdCount { .. }
+                ),
                 "cut at {mark}+{extra}: {msg}"
             );
             if extra == 0 {
-                assert!(names.iter().any(|n| msg.contains(n)), "cut at {mark}: {msg}");
+                assert!(
+                    names.iter().any(|n| msg.contains(n)),
+                    "cut at {mark}: {msg}"
+                );
             }
         }
     }
@@ -148,7 +157,10 @@ fn truncation_at_every_section_boundary_names_the_section() {
 fn every_prefix_is_an_error_and_the_whole_parses() {
     let r = valid();
     for cut in 0..r.bytes.len() {
-        assert!(parse(&r.bytes[..cut]).is_err(), "prefix of {cut} bytes parsed");
+        assert!(
+            parse(&r.bytes[..cut]).is_err(),
+            "prefix of {cut} bytes parsed"
+        );
     }
     parse(&r.bytes).unwrap();
 }
@@ -161,7 +173,10 @@ fn bad_magic_and_versions() {
     for v in [0u32, 1, 4, u32::MAX] {
         let mut r = valid();
         r.bytes[4..8].copy_from_slice(&v.to_le_bytes());
-        assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::UnsupportedVersion(v));
+        assert_eq!(
+            parse(&r.bytes).unwrap_err(),
+            GgufError::UnsupportedVersion(v)
+        );
     }
     let mut r = valid();
     r.bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
@@ -175,20 +190,32 @@ fn absurd_counts_are_refused_quickly() {
     for n in [u64::MAX, u64::MAX / 24 + 1, 1 << 40, 1000] {
         let r = Raw::new(n, 0);
         let e = parse(&r.bytes).unwrap_err();
-        assert!(matches!(e, GgufError::AbsurdCount { .. }), "tensor count {n}: {e}");
+        assert!(
+            matches!(e, GgufError::AbsurdCount { .. }),
+            "tensor count {n}: {e}"
+        );
         assert!(e.to_string().contains("tensor count"), "{e}");
 
         let r = Raw::new(0, n);
         let e = parse(&r.bytes).unwrap_err();
-        assert!(matches!(e, GgufError::AbsurdCount { .. }), "kv count {n}: {e}");
+        assert!(
+            matches!(e, GgufError::AbsurdCount { .. }),
+            "kv count {n}: {e}"
+        );
         assert!(e.to_string().contains("metadata count"), "{e}");
 
         // Array length.
         let mut r = Raw::new(0, 1);
-        r.str(b"arr").u32(ValueType::Array.id()).u32(ValueType::U64.id()).u64(n);
+        r.str(b"arr")
+            .u32(ValueType::Array.id())
+            .u32(ValueType::U64.id())
+            .u64(n);
         r.data(64);
         let e = parse(&r.bytes).unwrap_err();
-        assert!(matches!(e, GgufError::AbsurdCount { .. }), "array len {n}: {e}");
+        assert!(
+            matches!(e, GgufError::AbsurdCount { .. }),
+            "array len {n}: {e}"
+        );
         assert!(e.to_string().contains("\"arr\""), "{e}");
 
         // String lengths: a key, a value, a tensor name.
@@ -198,19 +225,29 @@ fn absurd_counts_are_refused_quickly() {
         let mut r = Raw::new(0, 1);
         r.str(b"k").u32(ValueType::String.id()).u64(n).data(64);
         let e = parse(&r.bytes).unwrap_err();
-        assert!(matches!(e, GgufError::Truncated { .. }) && e.to_string().contains("\"k\""), "{e}");
+        assert!(
+            matches!(e, GgufError::Truncated { .. }) && e.to_string().contains("\"k\""),
+            "{e}"
+        );
         let mut r = Raw::new(1, 0);
         r.u64(n).data(64);
         assert!(parse(&r.bytes).is_err());
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "absurd counts took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "absurd counts took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn large_but_plausible_counts_allocate_only_what_is_read() {
     // A count that fits the file (each element really present) still parses.
     let mut r = Raw::new(0, 1);
-    r.str(b"many").u32(ValueType::Array.id()).u32(ValueType::String.id()).u64(10_000);
+    r.str(b"many")
+        .u32(ValueType::Array.id())
+        .u32(ValueType::String.id())
+        .u64(10_000);
     for _ in 0..10_000 {
         r.str(b"");
     }
@@ -222,17 +259,27 @@ fn large_but_plausible_counts_allocate_only_what_is_read() {
 fn tensor_offsets_out_of_range() {
     for off in [64u64, 1 << 20, 1 << 62, u64::MAX - 31] {
         let mut r = Raw::new(1, 0);
-        r.tensor("t", &[8], GgmlType::F32.id(), off).pad_to(32).data(64);
+        r.tensor("t", &[8], GgmlType::F32.id(), off)
+            .pad_to(32)
+            .data(64);
         let e = parse(&r.bytes).unwrap_err();
-        assert!(matches!(e, GgufError::TensorOutOfBounds { .. }), "offset {off}: {e}");
+        assert!(
+            matches!(e, GgufError::TensorOutOfBounds { .. }),
+            "offset {off}: {e}"
+        );
         assert!(e.to_string().contains("\"t\""), "{e}");
     }
     // The last byte just fits; one more does not.
     let mut r = Raw::new(1, 0);
-    r.tensor("t", &[8], GgmlType::F32.id(), 32).pad_to(32).data(64);
+    r.tensor("t", &[8], GgmlType::F32.id(), 32)
+        .pad_to(32)
+        .data(64);
     parse(&r.bytes).unwrap();
     r.bytes.pop();
-    assert!(matches!(parse(&r.bytes), Err(GgufError::TensorOutOfBounds { .. })));
+    assert!(matches!(
+        parse(&r.bytes),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
 }
 
 #[test]
@@ -243,14 +290,23 @@ fn overlapping_tensors() {
         .pad_to(32)
         .data(128);
     let e = parse(&r.bytes).unwrap_err();
-    assert_eq!(e, GgufError::OverlappingTensors { a: "a".into(), b: "b".into() });
+    assert_eq!(
+        e,
+        GgufError::OverlappingTensors {
+            a: "a".into(),
+            b: "b".into()
+        }
+    );
     // Same offset, listed in the other order.
     let mut r = Raw::new(2, 0);
     r.tensor("b", &[8], GgmlType::F32.id(), 0)
         .tensor("a", &[8], GgmlType::F32.id(), 0)
         .pad_to(32)
         .data(64);
-    assert!(matches!(parse(&r.bytes), Err(GgufError::OverlappingTensors { .. })));
+    assert!(matches!(
+        parse(&r.bytes),
+        Err(GgufError::OverlappingTensors { .. })
+    ));
     // Adjacent is fine.
     let mut r = Raw::new(2, 0);
     r.tensor("a", &[8], GgmlType::F32.id(), 0)
@@ -265,21 +321,32 @@ fn bad_utf8_in_keys_values_and_names() {
     let mut r = Raw::new(0, 1);
     r.str(b"gen\xffral").u32(ValueType::U32.id()).u32(1);
     let e = parse(&r.bytes).unwrap_err();
-    assert!(matches!(e, GgufError::BadUtf8 { .. }) && e.to_string().contains("key #0"), "{e}");
+    assert!(
+        matches!(e, GgufError::BadUtf8 { .. }) && e.to_string().contains("key #0"),
+        "{e}"
+    );
 
     let mut r = Raw::new(0, 1);
     r.str(b"k").u32(ValueType::String.id()).str(b"\xc3\x28");
     assert!(matches!(parse(&r.bytes), Err(GgufError::BadUtf8 { .. })));
 
     let mut r = Raw::new(0, 1);
-    r.str(b"k").u32(ValueType::Array.id()).u32(ValueType::String.id()).u64(2).str(b"ok").str(b"\x80");
+    r.str(b"k")
+        .u32(ValueType::Array.id())
+        .u32(ValueType::String.id())
+        .u64(2)
+        .str(b"ok")
+        .str(b"\x80");
     let e = parse(&r.bytes).unwrap_err();
     assert!(e.to_string().contains("element 1"), "{e}");
 
     let mut r = Raw::new(1, 0);
     r.str(b"t\xfe").u32(1).u64(8).u32(0).u64(0);
     let e = parse(&r.bytes).unwrap_err();
-    assert!(matches!(e, GgufError::BadUtf8 { .. }) && e.to_string().contains("tensor #0"), "{e}");
+    assert!(
+        matches!(e, GgufError::BadUtf8 { .. }) && e.to_string().contains("tensor #0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -289,13 +356,19 @@ fn unknown_value_types() {
         r.str(b"k").u32(ty).u64(0);
         assert_eq!(
             parse(&r.bytes).unwrap_err(),
-            GgufError::UnknownValueType { key: "k".into(), ty }
+            GgufError::UnknownValueType {
+                key: "k".into(),
+                ty
+            }
         );
         let mut r = Raw::new(0, 1);
         r.str(b"arr").u32(ValueType::Array.id()).u32(ty).u64(0);
         assert_eq!(
             parse(&r.bytes).unwrap_err(),
-            GgufError::UnknownValueType { key: "arr".into(), ty }
+            GgufError::UnknownValueType {
+                key: "arr".into(),
+                ty
+            }
         );
     }
 }
@@ -308,7 +381,10 @@ fn unknown_tensor_types() {
         r.tensor("t", &[32], id, 0).pad_to(32).data(256);
         assert_eq!(
             parse(&r.bytes).unwrap_err(),
-            GgufError::UnknownTensorType { name: "t".into(), id }
+            GgufError::UnknownTensorType {
+                name: "t".into(),
+                id
+            }
         );
     }
 }
@@ -319,12 +395,18 @@ fn too_many_dims() {
     r.tensor("t", &[1, 1, 1, 1, 1], 0, 0).pad_to(32).data(32);
     assert_eq!(
         parse(&r.bytes).unwrap_err(),
-        GgufError::TooManyDims { name: "t".into(), n_dims: 5 }
+        GgufError::TooManyDims {
+            name: "t".into(),
+            n_dims: 5
+        }
     );
     // A huge dimension count is refused before reading any dimension.
     let mut r = Raw::new(1, 0);
     r.str(b"t").u32(u32::MAX).data(64);
-    assert!(matches!(parse(&r.bytes), Err(GgufError::TooManyDims { .. })));
+    assert!(matches!(
+        parse(&r.bytes),
+        Err(GgufError::TooManyDims { .. })
+    ));
 }
 
 #[test]
@@ -351,7 +433,11 @@ fn misaligned_tensor() {
     r.tensor("t", &[8], 0, 4).pad_to(32).data(64);
     assert_eq!(
         parse(&r.bytes).unwrap_err(),
-        GgufError::MisalignedTensor { name: "t".into(), offset: 4, alignment: 32 }
+        GgufError::MisalignedTensor {
+            name: "t".into(),
+            offset: 4,
+            alignment: 32
+        }
     );
 }
 
@@ -360,11 +446,19 @@ fn alignment_key_is_checked() {
     for a in [0u32, 3, 48] {
         let mut r = Raw::new(0, 1);
         r.kv_u32("general.alignment", a);
-        assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::BadAlignment(a as u64));
+        assert_eq!(
+            parse(&r.bytes).unwrap_err(),
+            GgufError::BadAlignment(a as u64)
+        );
     }
     let mut r = Raw::new(0, 1);
-    r.str(b"general.alignment").u32(ValueType::String.id()).str(b"32");
-    assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::BadAlignmentType("string"));
+    r.str(b"general.alignment")
+        .u32(ValueType::String.id())
+        .str(b"32");
+    assert_eq!(
+        parse(&r.bytes).unwrap_err(),
+        GgufError::BadAlignmentType("string")
+    );
     // A valid custom alignment moves the data section.
     let mut r = Raw::new(1, 1);
     r.kv_u32("general.alignment", 256)
@@ -393,22 +487,34 @@ fn nested_arrays_too_deep() {
         GgufError::NestingTooDeep { key: "deep".into() }
     );
     // Very deep nesting is refused without recursing that deep.
-    assert!(matches!(parse(&nest(100_000).bytes), Err(GgufError::NestingTooDeep { .. })));
+    assert!(matches!(
+        parse(&nest(100_000).bytes),
+        Err(GgufError::NestingTooDeep { .. })
+    ));
 }
 
 #[test]
 fn duplicates_and_empty_names() {
     let mut r = Raw::new(0, 2);
     r.kv_u32("a", 1).kv_u32("a", 2);
-    assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::DuplicateKey("a".into()));
+    assert_eq!(
+        parse(&r.bytes).unwrap_err(),
+        GgufError::DuplicateKey("a".into())
+    );
 
     let mut r = Raw::new(0, 1);
     r.kv_u32("", 1);
     assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::EmptyKey(0));
 
     let mut r = Raw::new(2, 0);
-    r.tensor("t", &[8], 0, 0).tensor("t", &[8], 0, 32).pad_to(32).data(64);
-    assert_eq!(parse(&r.bytes).unwrap_err(), GgufError::DuplicateTensor("t".into()));
+    r.tensor("t", &[8], 0, 0)
+        .tensor("t", &[8], 0, 32)
+        .pad_to(32)
+        .data(64);
+    assert_eq!(
+        parse(&r.bytes).unwrap_err(),
+        GgufError::DuplicateTensor("t".into())
+    );
 
     let long = "x".repeat(64);
     let mut r = Raw::new(1, 0);

@@ -71,9 +71,9 @@ impl GgufSummary {
         GgufSummary {
             version: g.version,
             name: g.get_str("general.name").map(str::to_string),
-            file_type: g
-                .get_u64("general.file_type")
-                .map(|ft| file_type_name(ft).map_or_else(|| format!("unknown ({ft})"), str::to_string)),
+            file_type: g.get_u64("general.file_type").map(|ft| {
+                file_type_name(ft).map_or_else(|| format!("unknown ({ft})"), str::to_string)
+            }),
             parameter_count: g.parameter_count(),
             context_length: ak("context_length"),
             block_count: ak("block_count"),

@@ -201,7 +201,14 @@ impl GgufWriter {
         let infos: Vec<_> = self
             .tensors
             .iter()
-            .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty, t.data.len() as u64))
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dims.as_slice(),
+                    t.ty,
+                    t.data.len() as u64,
+                )
+            })
             .collect();
         let (mut out, offsets) = self.header(&infos);
         let data_start = out.len();
@@ -251,7 +258,10 @@ impl GgufWriter {
             if counted.n != size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("tensor {}: wrote {} bytes, layout needs {size}", l.name, counted.n),
+                    format!(
+                        "tensor {}: wrote {} bytes, layout needs {size}",
+                        l.name, counted.n
+                    ),
                 ));
             }
             pos = off + size;
@@ -273,7 +283,9 @@ impl TensorLayout {
     /// Bytes of data, or None when rows are not whole blocks or it overflows.
     pub fn byte_size(&self) -> Option<u64> {
         let row = *self.dims.first()?;
-        let rows = self.dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        let rows = self.dims[1..]
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))?;
         self.ty.row_bytes(row)?.checked_mul(rows)
     }
 }
@@ -390,18 +402,26 @@ mod tests {
         let layouts: Vec<TensorLayout> = w
             .tensors
             .iter()
-            .map(|t| TensorLayout { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .map(|t| TensorLayout {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
             .collect();
         let mut out = Vec::new();
         let n = w
-            .write_streaming(&layouts, &mut out, &mut |i, _, o| o.write_all(&w.tensors[i].data))
+            .write_streaming(&layouts, &mut out, &mut |i, _, o| {
+                o.write_all(&w.tensors[i].data)
+            })
             .unwrap();
         // to_bytes ends at the last tensor's data, like the streaming writer.
         assert_eq!(out, w.to_bytes());
         assert_eq!(n, out.len() as u64);
         // A fill that writes the wrong amount is an error, not a bad file.
         let e = w
-            .write_streaming(&layouts, &mut Vec::new(), &mut |_, _, o| o.write_all(&[0; 3]))
+            .write_streaming(&layouts, &mut Vec::new(), &mut |_, _, o| {
+                o.write_all(&[0; 3])
+            })
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }

@@ -118,6 +118,74 @@ fn raise_exception(msg: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// Civil date (UTC) of a day count since 1970-01-01 (Howard Hinnant's
+/// days-to-civil algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `strftime` for the conversions chat templates use (`%Y %m %d %B %b %H
+/// %M %S %%`), in UTC.
+fn strftime(fmt: &str, unix_secs: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let (y, m, d) = civil_from_days(unix_secs.div_euclid(86_400));
+    let secs = unix_secs.rem_euclid(86_400);
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out += &y.to_string(),
+            Some('m') => out += &format!("{m:02}"),
+            Some('d') => out += &format!("{d:02}"),
+            Some('B') => out += MONTHS[m as usize - 1],
+            Some('b') => out += &MONTHS[m as usize - 1][..3],
+            Some('H') => out += &format!("{:02}", secs / 3600),
+            Some('M') => out += &format!("{:02}", secs / 60 % 60),
+            Some('S') => out += &format!("{:02}", secs % 60),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Llama 3.x templates print today's date with `strftime_now`.
+fn strftime_now(fmt: String) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    strftime(&fmt, now)
+}
+
 impl ChatTemplate {
     /// The model's template (or the fallback), with BOS/EOS texts and
     /// add_bos/add_eos from its tokenizer.
@@ -154,6 +222,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", template.to_string())
             .map_err(ChatTemplateError::Syntax)?;
         Ok(ChatTemplate {
@@ -164,12 +233,6 @@ impl ChatTemplate {
             strip_bos: false,
             strip_eos: false,
         })
-    }
-
-    /// Whether rendered text may begin with BOS that the tokenizer would
-    /// add again (it strips a leading BOS when the tokenizer adds one).
-    pub fn emits_bos(&self) -> bool {
-        false
     }
 
     pub fn source(&self) -> TemplateSource {
@@ -265,6 +328,19 @@ mod tests {
             t.render(&[], false),
             Err(ChatTemplateError::NoMessages)
         ));
+    }
+
+    #[test]
+    fn strftime_formats_dates() {
+        assert_eq!(strftime("%d %b %Y", 0), "01 Jan 1970");
+        // 2024-02-29 12:34:56 UTC
+        assert_eq!(
+            strftime("%Y-%m-%d %H:%M:%S %B %%", 1_709_210_096),
+            "2024-02-29 12:34:56 February %"
+        );
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
+        let y = t.render(&conv(), false).unwrap();
+        assert!(y.len() == 4 && y.starts_with("20"), "{y}");
     }
 
     #[test]

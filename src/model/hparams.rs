@@ -211,3 +211,71 @@ impl HParams {
         self.n_head * self.head_dim
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{Array, GgufWriter, Value};
+
+    fn header(arch: &str, extra: &[(&str, u32)]) -> Gguf {
+        let mut w = GgufWriter::new();
+        w.set_str("general.architecture", arch);
+        for (k, v) in extra {
+            w.set_u32(&format!("{arch}.{k}"), *v);
+        }
+        w.set_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5);
+        w.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into(); 8])));
+        Gguf::parse(&w.to_bytes()).unwrap()
+    }
+
+    const LLAMA: &[(&str, u32)] = &[
+        ("block_count", 2),
+        ("embedding_length", 64),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+        ("feed_forward_length", 128),
+        ("context_length", 256),
+    ];
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let e = HParams::from_gguf(&header("mamba", LLAMA)).unwrap_err();
+        assert_eq!(e, HParamsError::UnsupportedArchitecture("mamba".into()));
+        assert!(e.to_string().contains("mamba"));
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let e = HParams::from_gguf(&header("llama", &LLAMA[1..])).unwrap_err();
+        assert_eq!(e, HParamsError::Missing("llama.block_count".into()));
+    }
+
+    #[test]
+    fn gqa_must_divide() {
+        let mut kv = LLAMA.to_vec();
+        kv[3] = ("attention.head_count_kv", 3);
+        assert!(matches!(HParams::from_gguf(&header("llama", &kv)), Err(HParamsError::Invalid(_))));
+    }
+
+    #[test]
+    fn llama_defaults() {
+        let hp = HParams::from_gguf(&header("llama", LLAMA)).unwrap();
+        assert_eq!(hp.head_dim, 16);
+        assert_eq!(hp.kv_dim(), 32);
+        assert_eq!(hp.n_vocab, 8);
+        assert!(hp.swa_layers.iter().all(|s| !s));
+        assert_eq!(hp.attn_scale, 0.25);
+    }
+
+    #[test]
+    fn gemma3_swa_pattern_every_sixth_layer_global() {
+        let mut kv = LLAMA.to_vec();
+        kv[0] = ("block_count", 12);
+        kv.push(("attention.sliding_window", 512));
+        let hp = HParams::from_gguf(&header("gemma3", &kv)).unwrap();
+        let global: Vec<usize> = (0..12).filter(|&i| !hp.swa_layers[i]).collect();
+        assert_eq!(global, vec![5, 11]);
+        assert_eq!(hp.n_swa, 512);
+        assert_eq!(hp.rope_freq_base_swa, 10000.0);
+    }
+}

@@ -24,6 +24,7 @@ pub use kv_cache::SeqCache;
 pub use sampling::{Sampler, SamplingParams};
 pub use weights::{Weights, WeightsError};
 
+use chat_template::ChatTemplate;
 use tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +49,9 @@ pub struct Model {
     pub hparams: HParams,
     pub weights: Weights,
     pub tokenizer: Arc<Tokenizer>,
-    /// The model's chat template (or the built-in fallback); None when it
-    /// does not compile.
-    pub chat_template: Option<chat_template::ChatTemplate>,
+    /// The model's chat template (a built-in or ChatML fallback when the
+    /// file has none); None only if the file's template does not compile.
+    pub chat_template: Option<ChatTemplate>,
     pub file: Arc<GgufFile>,
 }
 
@@ -75,12 +76,18 @@ impl Model {
             Tokenizer::from_gguf(&file.header)
                 .map_err(|source| ModelError::Tokenizer { path: p(), source })?,
         );
-        let chat_template = chat_template::ChatTemplate::from_gguf(&file.header, &tokenizer).ok();
+        let chat_template = match ChatTemplate::from_gguf(&file.header, &tokenizer) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(path = %p(), error = %e, "chat template unusable; chat requests will be refused");
+                None
+            }
+        };
         Ok(Arc::new(Model {
             hparams,
+            chat_template,
             weights,
             tokenizer,
-            chat_template,
             file,
         }))
     }

@@ -90,8 +90,14 @@ pub enum VerifyOutcome {
     Ok,
     /// The file is gone.
     Missing,
-    SizeMismatch { expected: u64, actual: u64 },
-    DigestMismatch { expected: String, actual: String },
+    SizeMismatch {
+        expected: u64,
+        actual: u64,
+    },
+    DigestMismatch {
+        expected: String,
+        actual: String,
+    },
 }
 
 impl VerifyOutcome {
@@ -153,7 +159,10 @@ struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -168,7 +177,9 @@ fn now_ms() -> u64 {
 /// every character an id may not hold replaced by `-`, cut to 64.
 pub fn derive_model_id(file_name: &str) -> String {
     let stem = match file_name.len().checked_sub(5) {
-        Some(i) if file_name.is_char_boundary(i) && file_name[i..].eq_ignore_ascii_case(".gguf") => {
+        Some(i)
+            if file_name.is_char_boundary(i) && file_name[i..].eq_ignore_ascii_case(".gguf") =>
+        {
             &file_name[..i]
         }
         _ => file_name,
@@ -442,7 +453,9 @@ impl Catalog {
         let path = self.model_path(&entry);
         let len = match fs::metadata(&path) {
             Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VerifyOutcome::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(VerifyOutcome::Missing)
+            }
             Err(e) => return Err(StoreError::io("stat", &path)(e)),
         };
         if len != entry.bytes {
@@ -451,7 +464,8 @@ impl Catalog {
                 actual: len,
             });
         }
-        let (_, actual) = staging::hash_file(&path, progress).map_err(StoreError::io("read", &path))?;
+        let (_, actual) =
+            staging::hash_file(&path, progress).map_err(StoreError::io("read", &path))?;
         Ok(if actual == entry.sha256 {
             VerifyOutcome::Ok
         } else {

@@ -18,7 +18,9 @@ mod staging;
 use std::io;
 use std::path::PathBuf;
 
-pub use catalog::{derive_model_id, Catalog, CatalogEntry, ModelState, StageRequest, VerifyOutcome};
+pub use catalog::{
+    derive_model_id, Catalog, CatalogEntry, ModelState, StageRequest, VerifyOutcome,
+};
 pub use schema::SCHEMA_VERSION;
 
 /// File name of the database inside the store directory.
@@ -39,7 +41,9 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("model {0:?} is being staged by another request")]
     StagingInProgress(String),
-    #[error("sha256 mismatch for {source_name}: expected {expected}, got {actual}; nothing was staged")]
+    #[error(
+        "sha256 mismatch for {source_name}: expected {expected}, got {actual}; nothing was staged"
+    )]
     Sha256Mismatch {
         source_name: String,
         expected: String,
@@ -75,7 +79,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { op, path, source }
     }

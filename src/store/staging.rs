@@ -136,7 +136,10 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// between the rename and the catalog commit, or between deleting an entry
 /// and its file). Returns what was removed. Only safe while holding the
 /// database open, which excludes every other llorchd process.
-pub(super) fn sweep(models_dir: &Path, referenced: &HashSet<String>) -> Result<Vec<PathBuf>, StoreError> {
+pub(super) fn sweep(
+    models_dir: &Path,
+    referenced: &HashSet<String>,
+) -> Result<Vec<PathBuf>, StoreError> {
     let mut removed = Vec::new();
     let entries = fs::read_dir(models_dir).map_err(StoreError::io("list", models_dir))?;
     for entry in entries {

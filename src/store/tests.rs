@@ -15,7 +15,12 @@ fn tiny_model(arch: &str, seed: u8) -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.set_str("general.architecture", arch)
         .set_u32(&format!("{arch}.context_length"), 256);
-    w.add_tensor("token_embd.weight", &[32, 4], GgmlType::F32, vec![seed; 512]);
+    w.add_tensor(
+        "token_embd.weight",
+        &[32, 4],
+        GgmlType::F32,
+        vec![seed; 512],
+    );
     w.add_tensor("output_norm.weight", &[32], GgmlType::Q8_0, vec![seed; 34]);
     w.to_bytes()
 }
@@ -54,7 +59,15 @@ fn stage_records_everything_and_copies_the_file() {
         calls.set(calls.get() + 1);
         last.set((d, t));
     };
-    let e = cat.stage(&src, None, Some(&sha(&bytes).to_uppercase()), "/from/here", &progress).unwrap();
+    let e = cat
+        .stage(
+            &src,
+            None,
+            Some(&sha(&bytes).to_uppercase()),
+            "/from/here",
+            &progress,
+        )
+        .unwrap();
     assert_eq!(e.id, "tiny-model.q8_0");
     assert_eq!(e.file_name, "tiny-model.q8_0.gguf");
     assert_eq!(e.sha256, sha(&bytes));
@@ -86,9 +99,13 @@ fn wrong_sha256_is_refused_and_changes_nothing() {
     let src = write_src(tmp.path(), "m.gguf", &bytes);
     let cat = Catalog::open(&tmp.path().join("s")).unwrap();
     let wrong = "0".repeat(64);
-    let err = cat.stage(&src, Some("m"), Some(&wrong), "x", &no_progress).unwrap_err();
+    let err = cat
+        .stage(&src, Some("m"), Some(&wrong), "x", &no_progress)
+        .unwrap_err();
     match &err {
-        StoreError::Sha256Mismatch { expected, actual, .. } => {
+        StoreError::Sha256Mismatch {
+            expected, actual, ..
+        } => {
             assert_eq!(expected, &wrong);
             assert_eq!(actual, &sha(&bytes));
         }
@@ -96,7 +113,11 @@ fn wrong_sha256_is_refused_and_changes_nothing() {
     }
     assert!(err.to_string().contains("nothing was staged"));
     assert!(cat.list().unwrap().is_empty());
-    assert!(models_dir_listing(cat.dir()).is_empty(), "{:?}", models_dir_listing(cat.dir()));
+    assert!(
+        models_dir_listing(cat.dir()).is_empty(),
+        "{:?}",
+        models_dir_listing(cat.dir())
+    );
     // A malformed digest is refused before anything is read.
     for bad in ["abc", &"g".repeat(64), &"0".repeat(65)] {
         assert!(matches!(
@@ -112,8 +133,20 @@ fn path_traversal_and_bad_ids_are_refused() {
     let src = write_src(tmp.path(), "m.gguf", &tiny_model("llama", 3));
     let cat = Catalog::open(&tmp.path().join("s")).unwrap();
     let long = "a".repeat(65);
-    for bad in ["../evil", "..", "a/b", "/abs", "a\\b", ".hidden", "", long.as_str(), "sp ace"] {
-        let e = cat.stage(&src, Some(bad), None, "x", &no_progress).unwrap_err();
+    for bad in [
+        "../evil",
+        "..",
+        "a/b",
+        "/abs",
+        "a\\b",
+        ".hidden",
+        "",
+        long.as_str(),
+        "sp ace",
+    ] {
+        let e = cat
+            .stage(&src, Some(bad), None, "x", &no_progress)
+            .unwrap_err();
         assert!(matches!(e, StoreError::InvalidId { .. }), "{bad:?}: {e}");
     }
     assert!(cat.list().unwrap().is_empty());
@@ -124,7 +157,10 @@ fn path_traversal_and_bad_ids_are_refused() {
 #[test]
 fn derived_ids_are_valid() {
     for (name, id) in [
-        ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct.q4_1"),
+        (
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "smollm2-135m-instruct.q4_1",
+        ),
         ("gemma-3-270m-q4_k_m.GGUF", "gemma-3-270m-q4_k_m"),
         ("..weird name (1).gguf", "weird-name--1-"),
         (".gguf", "model"),
@@ -142,26 +178,38 @@ fn not_a_gguf_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cat = Catalog::open(&tmp.path().join("s")).unwrap();
     let text = write_src(tmp.path(), "notes.gguf", b"hello, not a model");
-    let e = cat.stage(&text, Some("t"), None, "x", &no_progress).unwrap_err();
+    let e = cat
+        .stage(&text, Some("t"), None, "x", &no_progress)
+        .unwrap_err();
     assert!(matches!(e, StoreError::InvalidModel { .. }), "{e}");
     assert!(e.to_string().contains("bad magic"), "{e}");
 
     let mut truncated = tiny_model("llama", 4);
     truncated.truncate(truncated.len() - 10);
     let p = write_src(tmp.path(), "cut.gguf", &truncated);
-    let e = cat.stage(&p, Some("c"), None, "x", &no_progress).unwrap_err();
+    let e = cat
+        .stage(&p, Some("c"), None, "x", &no_progress)
+        .unwrap_err();
     assert!(e.to_string().contains("corrupt or incomplete"), "{e}");
 
     let mut w = GgufWriter::new();
     w.add_tensor("t", &[32], GgmlType::F32, vec![0; 128]);
     let p = write_src(tmp.path(), "noarch.gguf", &w.to_bytes());
-    let e = cat.stage(&p, Some("n"), None, "x", &no_progress).unwrap_err();
+    let e = cat
+        .stage(&p, Some("n"), None, "x", &no_progress)
+        .unwrap_err();
     assert!(e.to_string().contains("general.architecture"), "{e}");
 
     assert!(cat.list().unwrap().is_empty());
     assert!(models_dir_listing(cat.dir()).is_empty());
     let e = cat
-        .stage(&tmp.path().join("missing.gguf"), None, None, "x", &no_progress)
+        .stage(
+            &tmp.path().join("missing.gguf"),
+            None,
+            None,
+            "x",
+            &no_progress,
+        )
         .unwrap_err();
     assert!(matches!(e, StoreError::Io { op: "open", .. }), "{e}");
 }
@@ -173,10 +221,15 @@ fn duplicate_id_is_refused() {
     let b = write_src(tmp.path(), "b.gguf", &tiny_model("qwen2", 6));
     let cat = Catalog::open(&tmp.path().join("s")).unwrap();
     let first = cat.stage(&a, Some("m"), None, "a", &no_progress).unwrap();
-    let e = cat.stage(&b, Some("m"), None, "b", &no_progress).unwrap_err();
+    let e = cat
+        .stage(&b, Some("m"), None, "b", &no_progress)
+        .unwrap_err();
     assert!(matches!(e, StoreError::AlreadyExists(_)), "{e}");
     assert_eq!(cat.list().unwrap(), vec![first.clone()]);
-    assert_eq!(fs::read(cat.model_path(&first)).unwrap(), tiny_model("llama", 5));
+    assert_eq!(
+        fs::read(cat.model_path(&first)).unwrap(),
+        tiny_model("llama", 5)
+    );
 }
 
 #[test]
@@ -202,7 +255,10 @@ fn verify_detects_changes() {
     fs::write(&path, &bytes[..100]).unwrap();
     assert_eq!(
         cat.verify("m").unwrap(),
-        VerifyOutcome::SizeMismatch { expected: bytes.len() as u64, actual: 100 }
+        VerifyOutcome::SizeMismatch {
+            expected: bytes.len() as u64,
+            actual: 100
+        }
     );
     fs::remove_file(&path).unwrap();
     assert_eq!(cat.verify("m").unwrap(), VerifyOutcome::Missing);
@@ -218,8 +274,14 @@ fn retire_and_remove() {
     let r = cat.set_state("m", ModelState::Retired).unwrap();
     assert_eq!(r.state, ModelState::Retired);
     assert_eq!(cat.get("m").unwrap().unwrap().state, ModelState::Retired);
-    assert_eq!(cat.set_state("m", ModelState::Active).unwrap().state, ModelState::Active);
-    assert!(matches!(cat.set_state("x", ModelState::Retired), Err(StoreError::NotFound(_))));
+    assert_eq!(
+        cat.set_state("m", ModelState::Active).unwrap().state,
+        ModelState::Active
+    );
+    assert!(matches!(
+        cat.set_state("x", ModelState::Retired),
+        Err(StoreError::NotFound(_))
+    ));
 
     let path = cat.model_path(&e);
     assert!(path.exists());
@@ -239,7 +301,8 @@ fn open_sweeps_what_a_crash_left() {
     let src = write_src(tmp.path(), "m.gguf", &tiny_model("llama", 9));
     {
         let cat = Catalog::open(&store).unwrap();
-        cat.stage(&src, Some("kept"), None, "x", &no_progress).unwrap();
+        cat.stage(&src, Some("kept"), None, "x", &no_progress)
+            .unwrap();
     }
     let models = store.join(MODELS_DIR);
     // A half-copied temp file, and a renamed file whose commit never ran.
@@ -249,7 +312,8 @@ fn open_sweeps_what_a_crash_left() {
     let cat = Catalog::open(&store).unwrap();
     assert_eq!(models_dir_listing(&store), vec!["README", "kept.gguf"]);
     assert_eq!(cat.list().unwrap().len(), 1);
-    cat.stage(&src, Some("orphan"), None, "x", &no_progress).unwrap();
+    cat.stage(&src, Some("orphan"), None, "x", &no_progress)
+        .unwrap();
 }
 
 #[test]
@@ -258,7 +322,10 @@ fn a_second_open_of_the_same_store_is_refused_clearly() {
     let _cat = Catalog::open(tmp.path()).unwrap();
     let e = Catalog::open(tmp.path()).unwrap_err();
     assert!(matches!(e, StoreError::InUse { .. }), "{e}");
-    assert!(e.to_string().contains("in use by another llorchd process"), "{e}");
+    assert!(
+        e.to_string().contains("in use by another llorchd process"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -269,7 +336,13 @@ fn catalog_is_shared_between_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let cat = Arc::new(Catalog::open(&tmp.path().join("s")).unwrap());
     let srcs: Vec<PathBuf> = (0..4)
-        .map(|i| write_src(tmp.path(), &format!("m{i}.gguf"), &tiny_model("llama", i as u8)))
+        .map(|i| {
+            write_src(
+                tmp.path(),
+                &format!("m{i}.gguf"),
+                &tiny_model("llama", i as u8),
+            )
+        })
         .collect();
     // Four threads stage four models, and all race for one more id.
     let handles: Vec<_> = srcs
@@ -279,7 +352,8 @@ fn catalog_is_shared_between_threads() {
         .map(|(i, src)| {
             let cat = Arc::clone(&cat);
             std::thread::spawn(move || {
-                cat.stage(&src, Some(&format!("m{i}")), None, "x", &no_progress).unwrap();
+                cat.stage(&src, Some(&format!("m{i}")), None, "x", &no_progress)
+                    .unwrap();
                 cat.stage(&src, Some("contended"), None, &format!("{i}"), &no_progress)
             })
         })
@@ -290,7 +364,10 @@ fn catalog_is_shared_between_threads() {
     for r in &results {
         if let Err(e) = r {
             assert!(
-                matches!(e, StoreError::AlreadyExists(_) | StoreError::StagingInProgress(_)),
+                matches!(
+                    e,
+                    StoreError::AlreadyExists(_) | StoreError::StagingInProgress(_)
+                ),
                 "{e}"
             );
         }
@@ -374,7 +451,10 @@ fn schema_1_databases_are_migrated() {
     let db = Database::create(store.join(DB_FILE)).unwrap();
     let r = db.begin_read().unwrap();
     let meta = r.open_table(META).unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), SCHEMA_VERSION);
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap().value(),
+        SCHEMA_VERSION
+    );
     assert!(r.open_table(v1::MODELS).is_err());
 }
 
@@ -385,14 +465,25 @@ fn a_corrupt_schema_1_entry_aborts_the_migration_and_keeps_the_old_data() {
     {
         let db = Database::create(tmp.path().join(DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(v1::MODELS).unwrap().insert("bad", "{not json").unwrap();
+        txn.open_table(v1::MODELS)
+            .unwrap()
+            .insert("bad", "{not json")
+            .unwrap();
         txn.commit().unwrap();
     }
     let e = Catalog::open(tmp.path()).unwrap_err();
     assert!(matches!(e, StoreError::CorruptEntry { .. }), "{e}");
     let db = Database::create(tmp.path().join(DB_FILE)).unwrap();
     let r = db.begin_read().unwrap();
-    assert_eq!(r.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), 1);
+    assert_eq!(
+        r.open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .unwrap()
+            .value(),
+        1
+    );
 }
 
 #[test]
@@ -401,11 +492,17 @@ fn newer_schema_is_refused() {
     {
         let db = Database::create(tmp.path().join(DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
         txn.commit().unwrap();
     }
     let e = Catalog::open(tmp.path()).unwrap_err();
-    assert!(matches!(e, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1), "{e}");
+    assert!(
+        matches!(e, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+        "{e}"
+    );
     assert!(e.to_string().contains("upgrade llorchd"), "{e}");
 }
 

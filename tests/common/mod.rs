@@ -44,7 +44,9 @@ impl Env {
     /// Names in the store's models folder, sorted.
     pub fn model_files(&self) -> Vec<String> {
         let mut v: Vec<String> = match std::fs::read_dir(self.models_dir()) {
-            Ok(d) => d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
             Err(_) => Vec::new(),
         };
         v.sort();
@@ -61,7 +63,8 @@ impl Env {
     /// Write a small synthetic model and return its path.
     pub fn synth(&self, name: &str, seed: u64) -> PathBuf {
         let p = self.tmp.path().join(name);
-        let mut spec = llorchd::model::synth::SynthSpec::tiny(llorchd::model::synth::SynthArch::Llama);
+        let mut spec =
+            llorchd::model::synth::SynthSpec::tiny(llorchd::model::synth::SynthArch::Llama);
         spec.seed = seed;
         llorchd::model::synth::write_synthetic_model(&spec, &p).unwrap();
         p
@@ -89,7 +92,11 @@ impl Run {
     pub fn assert_one_line_error(&self) {
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "stderr is not one line: {:?}", self.stderr);
-        assert!(lines[0].starts_with("llorchd: error: "), "{:?}", self.stderr);
+        assert!(
+            lines[0].starts_with("llorchd: error: "),
+            "{:?}",
+            self.stderr
+        );
     }
 }
 

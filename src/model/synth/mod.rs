@@ -219,7 +219,9 @@ impl SynthSpec {
             ));
         }
         if hd == 0 || hd % 2 != 0 {
-            return bad(format!("head dim {hd} must be even and at least 2 (RoPE rotates pairs)"));
+            return bad(format!(
+                "head dim {hd} must be even and at least 2 (RoPE rotates pairs)"
+            ));
         }
         if self.vocab < self.arch.min_vocab() {
             return bad(format!(
@@ -327,8 +329,14 @@ impl SynthSpec {
         if let Some(pre) = vocab.pre {
             w.set_str("tokenizer.ggml.pre", pre);
         }
-        w.set("tokenizer.ggml.tokens", Value::Array(Array::String(vocab.tokens)))
-            .set("tokenizer.ggml.token_type", Value::Array(Array::I32(vocab.token_types)));
+        w.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(vocab.tokens)),
+        )
+        .set(
+            "tokenizer.ggml.token_type",
+            Value::Array(Array::I32(vocab.token_types)),
+        );
         if let Some(s) = vocab.scores {
             w.set("tokenizer.ggml.scores", Value::Array(Array::F32(s)));
         }
@@ -363,7 +371,14 @@ impl SynthSpec {
                 Init::Normal(0.02)
             };
             let rows = t.dims[1..].iter().product();
-            write_random(t.ty, t.dims[0], rows, init, &mut tensor_rng(seed, i as u64), out)
+            write_random(
+                t.ty,
+                t.dims[0],
+                rows,
+                init,
+                &mut tensor_rng(seed, i as u64),
+                out,
+            )
         })
         .map_err(|source| SynthError::Io {
             path: PathBuf::from("<output>"),

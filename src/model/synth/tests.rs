@@ -38,14 +38,20 @@ fn every_supported_type_and_arch_gives_a_right_file() {
             assert_eq!(s.tensor_count, expected_tensor_count(&spec), "{ctx}");
             assert_eq!(
                 s.tokenizer_model.as_deref(),
-                Some(if arch == SynthArch::Gemma3 { "llama" } else { "gpt2" }),
+                Some(if arch == SynthArch::Gemma3 {
+                    "llama"
+                } else {
+                    "gpt2"
+                }),
                 "{ctx}"
             );
             assert!(s.has_chat_template, "{ctx}");
             assert!(s.unsupported_types().is_empty(), "{ctx}");
             // Every tensor is where the spec says, with its shape and type.
             for want in spec.tensors() {
-                let t = g.tensor(&want.name).unwrap_or_else(|| panic!("{ctx}: no {}", want.name));
+                let t = g
+                    .tensor(&want.name)
+                    .unwrap_or_else(|| panic!("{ctx}: no {}", want.name));
                 assert_eq!(t.dims, want.dims, "{ctx} {}", want.name);
                 assert_eq!(t.ty, want.ty, "{ctx} {}", want.name);
                 if want.name.ends_with("norm.weight") || want.name.ends_with(".bias") {
@@ -55,9 +61,15 @@ fn every_supported_type_and_arch_gives_a_right_file() {
             assert_eq!(g.tensor("output.weight").is_some(), !spec.tied, "{ctx}");
             let q = g.tensor("blk.1.attn_q.weight").unwrap();
             assert_eq!(q.ty, ty, "{ctx}");
-            assert_eq!(g.tensor("token_embd.weight").unwrap().ty, spec.embd_ty, "{ctx}");
+            assert_eq!(
+                g.tensor("token_embd.weight").unwrap().ty,
+                spec.embd_ty,
+                "{ctx}"
+            );
             match arch {
-                SynthArch::Qwen2 => assert_eq!(g.tensor("blk.0.attn_k.bias").unwrap().dims, vec![128]),
+                SynthArch::Qwen2 => {
+                    assert_eq!(g.tensor("blk.0.attn_k.bias").unwrap().dims, vec![128])
+                }
                 SynthArch::Gemma3 => {
                     assert_eq!(g.tensor("blk.0.attn_q_norm.weight").unwrap().dims, vec![64]);
                     assert!(g.tensor("blk.1.post_ffw_norm.weight").is_some());
@@ -83,7 +95,9 @@ fn norms_are_near_one_and_weights_small() {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect()
     };
-    assert!(f32s("blk.0.attn_norm.weight").iter().all(|&x| (0.85..1.15).contains(&x)));
+    assert!(f32s("blk.0.attn_norm.weight")
+        .iter()
+        .all(|&x| (0.85..1.15).contains(&x)));
     let w = f32s("blk.0.ffn_up.weight");
     let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
     assert!((0.015..0.025).contains(&rms), "{rms}");
@@ -127,13 +141,22 @@ fn chat_templates_render() {
                 bos_token => "<bos>",
             })
             .unwrap();
-        assert!(out.contains("Hi there") && out.contains("Hello"), "{arch}: {out}");
+        assert!(
+            out.contains("Hi there") && out.contains("Hello"),
+            "{arch}: {out}"
+        );
         if arch == SynthArch::Gemma3 {
             assert!(out.starts_with("<bos><start_of_turn>user\n"), "{out}");
-            assert!(out.contains("<start_of_turn>model\nHello<end_of_turn>"), "{out}");
+            assert!(
+                out.contains("<start_of_turn>model\nHello<end_of_turn>"),
+                "{out}"
+            );
             assert!(out.ends_with("<start_of_turn>model\n"), "{out}");
         } else {
-            assert!(out.starts_with("<|im_start|>user\nHi there<|im_end|>\n"), "{out}");
+            assert!(
+                out.starts_with("<|im_start|>user\nHi there<|im_end|>\n"),
+                "{out}"
+            );
             assert!(out.ends_with("<|im_start|>assistant\n"), "{out}");
         }
     }
@@ -155,15 +178,71 @@ fn the_seed_decides_the_bytes() {
 fn bad_shapes_are_refused_with_a_reason() {
     let base = SynthSpec::tiny(SynthArch::Llama);
     let cases: Vec<(SynthSpec, &str)> = vec![
-        (SynthSpec { dim: 96, ty: GgmlType::Q4_K, ..base.clone() }, "whole number of 256-element Q4_K blocks"),
-        (SynthSpec { kv_heads: 3, ..base.clone() }, "multiple of kv-heads"),
-        (SynthSpec { heads: 6, kv_heads: 3, ..base.clone() }, "not a multiple of heads"),
-        (SynthSpec { head_dim: Some(7), ..base.clone() }, "even"),
-        (SynthSpec { vocab: 100, ..base.clone() }, "vocab 100"),
-        (SynthSpec { layers: 0, ..base.clone() }, "layers must be at least 1"),
-        (SynthSpec { ty: GgmlType::IQ2_XS, ..base.clone() }, "not one the engine computes with"),
-        (SynthSpec { embd_ty: GgmlType::Q8_1, ..base.clone() }, "not one the engine computes with"),
-        (SynthSpec { dim: 1 << 33, ..base.clone() }, "too large"),
+        (
+            SynthSpec {
+                dim: 96,
+                ty: GgmlType::Q4_K,
+                ..base.clone()
+            },
+            "whole number of 256-element Q4_K blocks",
+        ),
+        (
+            SynthSpec {
+                kv_heads: 3,
+                ..base.clone()
+            },
+            "multiple of kv-heads",
+        ),
+        (
+            SynthSpec {
+                heads: 6,
+                kv_heads: 3,
+                ..base.clone()
+            },
+            "not a multiple of heads",
+        ),
+        (
+            SynthSpec {
+                head_dim: Some(7),
+                ..base.clone()
+            },
+            "even",
+        ),
+        (
+            SynthSpec {
+                vocab: 100,
+                ..base.clone()
+            },
+            "vocab 100",
+        ),
+        (
+            SynthSpec {
+                layers: 0,
+                ..base.clone()
+            },
+            "layers must be at least 1",
+        ),
+        (
+            SynthSpec {
+                ty: GgmlType::IQ2_XS,
+                ..base.clone()
+            },
+            "not one the engine computes with",
+        ),
+        (
+            SynthSpec {
+                embd_ty: GgmlType::Q8_1,
+                ..base.clone()
+            },
+            "not one the engine computes with",
+        ),
+        (
+            SynthSpec {
+                dim: 1 << 33,
+                ..base.clone()
+            },
+            "too large",
+        ),
     ];
     for (spec, why) in cases {
         let e = to_bytes(&spec).unwrap_err().to_string();
@@ -177,8 +256,14 @@ fn custom_head_dim_is_declared() {
     spec.head_dim = Some(128);
     let g = parse(&to_bytes(&spec).unwrap());
     assert_eq!(g.get_u64("llama.attention.key_length"), Some(128));
-    assert_eq!(g.tensor("blk.0.attn_q.weight").unwrap().dims, vec![256, 512]);
-    assert_eq!(g.tensor("blk.0.attn_output.weight").unwrap().dims, vec![512, 256]);
+    assert_eq!(
+        g.tensor("blk.0.attn_q.weight").unwrap().dims,
+        vec![256, 512]
+    );
+    assert_eq!(
+        g.tensor("blk.0.attn_output.weight").unwrap().dims,
+        vec![512, 256]
+    );
 }
 
 #[test]
@@ -192,7 +277,11 @@ fn writing_a_file_matches_the_bytes() {
     assert_eq!(on_disk, to_bytes(&spec).unwrap());
     let e = write_synthetic_model(&spec, &tmp.path().join("no/such/dir/x.gguf")).unwrap_err();
     assert!(matches!(e, SynthError::Io { .. }), "{e}");
-    let bad = SynthSpec { dim: 96, ty: GgmlType::Q4_K, ..spec };
+    let bad = SynthSpec {
+        dim: 96,
+        ty: GgmlType::Q4_K,
+        ..spec
+    };
     assert!(write_synthetic_model(&bad, &p).is_err());
     // A refused spec does not clobber what was there.
     assert_eq!(std::fs::read(&p).unwrap(), on_disk);

@@ -72,7 +72,10 @@ fn words(text: &str) -> Vec<String> {
             space = true;
             continue;
         }
-        let same = cur.chars().last().is_some_and(|l| l != ' ' && class(l) == class(c));
+        let same = cur
+            .chars()
+            .last()
+            .is_some_and(|l| l != ' ' && class(l) == class(c));
         if !same && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
         }
@@ -91,7 +94,11 @@ fn words(text: &str) -> Vec<String> {
 /// Learn up to `max` BPE merges over `words`, each word given as symbols.
 /// The most frequent pair wins; ties break by the pair's text, so the
 /// result is deterministic. Training stops when every word is one symbol.
-fn train_merges(words: &[String], to_symbols: &dyn Fn(&str) -> Vec<String>, max: usize) -> Vec<(String, String)> {
+fn train_merges(
+    words: &[String],
+    to_symbols: &dyn Fn(&str) -> Vec<String>,
+    max: usize,
+) -> Vec<(String, String)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for w in words {
         *counts.entry(w.clone()).or_default() += 1;
@@ -164,7 +171,9 @@ pub const GPT2_MIN_VOCAB: u64 = 3 + 256;
 /// unused filler tokens.
 pub fn gpt2(size: u64) -> Result<Vocab, String> {
     if size < GPT2_MIN_VOCAB {
-        return Err(format!("a gpt2 vocab needs at least {GPT2_MIN_VOCAB} tokens, got {size}"));
+        return Err(format!(
+            "a gpt2 vocab needs at least {GPT2_MIN_VOCAB} tokens, got {size}"
+        ));
     }
     let size = usize::try_from(size).map_err(|_| "vocab size too large".to_string())?;
     let byte_chars = gpt2_byte_chars();
@@ -192,7 +201,12 @@ pub fn gpt2(size: u64) -> Result<Vocab, String> {
         tokens,
         token_types: types,
         scores: None,
-        merges: Some(merges.into_iter().map(|(l, r)| format!("{l} {r}")).collect()),
+        merges: Some(
+            merges
+                .into_iter()
+                .map(|(l, r)| format!("{l} {r}"))
+                .collect(),
+        ),
         bos: 1,
         eos: 2,
         unk: Some(0),
@@ -204,7 +218,14 @@ pub fn gpt2(size: u64) -> Result<Vocab, String> {
 
 /// Specials of the SentencePiece vocab, at ids 0.. (Gemma's first four,
 /// then its turn markers).
-pub const SPM_SPECIALS: [&str; 6] = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"];
+pub const SPM_SPECIALS: [&str; 6] = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+];
 /// The word-start marker SentencePiece uses for a space.
 pub const SPM_SPACE: char = '\u{2581}';
 
@@ -227,7 +248,9 @@ pub fn spm_min_vocab() -> u64 {
 pub fn sentencepiece(size: u64) -> Result<Vocab, String> {
     let min = spm_min_vocab();
     if size < min {
-        return Err(format!("a SentencePiece vocab needs at least {min} tokens, got {size}"));
+        return Err(format!(
+            "a SentencePiece vocab needs at least {min} tokens, got {size}"
+        ));
     }
     let size = usize::try_from(size).map_err(|_| "vocab size too large".to_string())?;
     let mut tokens: Vec<String> = SPM_SPECIALS.iter().map(|s| s.to_string()).collect();
@@ -311,7 +334,12 @@ mod tests {
         assert_eq!(&v.tokens[..3], &GPT2_SPECIALS.map(String::from));
         let merges = v.merges.as_ref().unwrap();
         assert!(merges.len() > 100, "{} merges", merges.len());
-        let ids: HashMap<&str, usize> = v.tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+        let ids: HashMap<&str, usize> = v
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
         assert_eq!(ids.len(), 1000, "tokens are unique");
         // Every merge joins two tokens that exist into one that exists.
         for m in merges {
@@ -335,7 +363,12 @@ mod tests {
         assert_eq!(v.tokens[6 + 255], "<0xFF>");
         let scores = v.scores.as_ref().unwrap();
         assert_eq!(scores.len(), 600);
-        let ids: HashMap<&str, usize> = v.tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+        let ids: HashMap<&str, usize> = v
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
         assert_eq!(ids.len(), 600, "tokens are unique");
         assert!(ids.contains_key("\u{2581}the"));
         // Every learned piece can be built from two shorter pieces.

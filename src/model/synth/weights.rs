@@ -96,10 +96,11 @@ pub fn write_random(
         buf.clear();
         let n = (rows * row_len) as usize;
         match ty {
-            GgmlType::F32 => (0..n).for_each(|_| buf.extend_from_slice(&draw(init, rng).to_le_bytes())),
-            GgmlType::F16 => (0..n).for_each(|_| {
-                buf.extend_from_slice(&f16::from_f32(draw(init, rng)).to_le_bytes())
-            }),
+            GgmlType::F32 => {
+                (0..n).for_each(|_| buf.extend_from_slice(&draw(init, rng).to_le_bytes()))
+            }
+            GgmlType::F16 => (0..n)
+                .for_each(|_| buf.extend_from_slice(&f16::from_f32(draw(init, rng)).to_le_bytes())),
             GgmlType::BF16 => (0..n).for_each(|_| {
                 buf.extend_from_slice(&bf16::from_f32(draw(init, rng)).to_le_bytes())
             }),
@@ -136,15 +137,34 @@ mod tests {
     #[test]
     fn float_types_have_the_asked_spread() {
         let mut out = Vec::new();
-        write_random(GgmlType::F32, 256, 64, Init::Normal(0.02), &mut tensor_rng(1, 0), &mut out).unwrap();
-        let v: Vec<f32> = out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        write_random(
+            GgmlType::F32,
+            256,
+            64,
+            Init::Normal(0.02),
+            &mut tensor_rng(1, 0),
+            &mut out,
+        )
+        .unwrap();
+        let v: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
         assert!(mean.abs() < 0.002, "{mean}");
         assert!((std - 0.02).abs() < 0.002, "{std}");
 
         let mut out = Vec::new();
-        write_random(GgmlType::F16, 32, 8, Init::Norm, &mut tensor_rng(1, 1), &mut out).unwrap();
+        write_random(
+            GgmlType::F16,
+            32,
+            8,
+            Init::Norm,
+            &mut tensor_rng(1, 1),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 32 * 8 * 2);
         for c in out.chunks_exact(2) {
             let x = f16::from_le_bytes([c[0], c[1]]).to_f32();
@@ -154,14 +174,28 @@ mod tests {
 
     #[test]
     fn quantized_blocks_get_small_finite_scales() {
-        for ty in GgmlType::SUPPORTED.into_iter().filter(|t| t.block_size() > 1) {
+        for ty in GgmlType::SUPPORTED
+            .into_iter()
+            .filter(|t| t.block_size() > 1)
+        {
             let mut out = Vec::new();
-            write_random(ty, 512, 3, Init::Normal(0.02), &mut tensor_rng(7, 2), &mut out).unwrap();
+            write_random(
+                ty,
+                512,
+                3,
+                Init::Normal(0.02),
+                &mut tensor_rng(7, 2),
+                &mut out,
+            )
+            .unwrap();
             assert_eq!(out.len() as u64, ty.row_bytes(512).unwrap() * 3, "{ty}");
             for b in out.chunks_exact(ty.type_size()) {
                 for &(off, typical) in scale_fields(ty) {
                     let d = f16::from_le_bytes([b[off], b[off + 1]]).to_f32();
-                    assert!(d.is_finite() && d.abs() <= typical.abs() * 1.3 && d != 0.0, "{ty} @{off}: {d}");
+                    assert!(
+                        d.is_finite() && d.abs() <= typical.abs() * 1.3 && d != 0.0,
+                        "{ty} @{off}: {d}"
+                    );
                 }
             }
         }
@@ -171,7 +205,15 @@ mod tests {
     fn same_seed_same_bytes_and_streams_differ() {
         let gen = |seed, idx| {
             let mut out = Vec::new();
-            write_random(GgmlType::Q4_K, 256, 2, Init::Normal(0.02), &mut tensor_rng(seed, idx), &mut out).unwrap();
+            write_random(
+                GgmlType::Q4_K,
+                256,
+                2,
+                Init::Normal(0.02),
+                &mut tensor_rng(seed, idx),
+                &mut out,
+            )
+            .unwrap();
             out
         };
         assert_eq!(gen(3, 0), gen(3, 0));

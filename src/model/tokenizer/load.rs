@@ -374,11 +374,12 @@ fn detect_special_by_text(vocab: &mut Vocab, ids: &mut SpecialIds) -> Vec<u32> {
         }
     }
 
+    let unused = memchr::memmem::Finder::new(b"unused");
     for id in 0..n {
         let a = vocab.attr(id);
         if a.has(TokenAttr::CONTROL)
             && !a.has(TokenAttr::UNUSED)
-            && memchr::memmem::find(vocab.text(id), b"unused").is_some()
+            && unused.find(vocab.text(id)).is_some()
         {
             vocab.set_attr(id, TokenAttr(a.0 | TokenAttr::UNUSED));
         }

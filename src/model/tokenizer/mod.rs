@@ -109,7 +109,7 @@ pub struct Tokenizer {
     escape_whitespaces: bool,
     clean_spaces: bool,
     /// Token pieces as llama.cpp renders them with special = true.
-    pieces: strtable::StrTable,
+    pieces: piece::Pieces,
     model_name: &'static str,
     pre_name: String,
 }
@@ -197,7 +197,7 @@ impl Tokenizer {
 
     /// Approximate heap bytes held by the tokenizer.
     pub fn heap_bytes(&self) -> usize {
-        self.vocab.heap_bytes() + self.pieces.heap_bytes() + self.special.ids().len() * 4
+        self.vocab.heap_bytes() + self.pieces.heap_bytes() + self.special.heap_bytes()
     }
 
     /// Text to token ids, like llama.cpp's `llama_tokenize`.

@@ -1,7 +1,7 @@
 //! Token ids back to text, as llama.cpp's `token_to_piece` and
 //! `detokenize`.
 
-use super::strtable::{ArenaFull, StrTable};
+use super::strtable::ArenaFull;
 use super::unicode::char_to_byte;
 use super::vocab::{TokenAttr, Vocab};
 use super::Tokenizer;
@@ -41,33 +41,62 @@ fn decode_byte_level(text: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Each token's piece with special tokens rendered (llama.cpp's
-/// `cache_token_to_piece`).
+/// `cache_token_to_piece`): one arena, no per-token allocation.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    arena: Vec<u8>,
+    /// `offsets[i]..offsets[i + 1]` is token i's piece.
+    offsets: Vec<u32>,
+}
+
+impl Pieces {
+    pub fn get(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        &self.arena[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + self.offsets.capacity() * 4
+    }
+}
+
 pub fn build_cache(
     vocab: &Vocab,
     is_spm: bool,
     escape_whitespaces: bool,
-) -> Result<StrTable, ArenaFull> {
-    let mut t = StrTable::with_capacity(vocab.len(), vocab.len() * 6);
-    let mut buf = Vec::with_capacity(64);
+) -> Result<Pieces, ArenaFull> {
+    const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
+    let mut p = Pieces {
+        arena: Vec::with_capacity(vocab.heap_bytes().min(64 << 20) / 2),
+        offsets: Vec::with_capacity(vocab.len() + 1),
+    };
+    p.offsets.push(0);
     for id in 0..vocab.len() as u32 {
         let a = vocab.attr(id);
         let text = vocab.text(id);
-        buf.clear();
+        let out = &mut p.arena;
         if a.has(TokenAttr::UNKNOWN | TokenAttr::CONTROL | TokenAttr::USER_DEFINED) {
-            buf.extend_from_slice(text);
+            out.extend_from_slice(text);
         } else if a.has(TokenAttr::NORMAL) {
             if is_spm || escape_whitespaces {
-                let s = String::from_utf8_lossy(text).replace('\u{2581}', " ");
-                buf.extend_from_slice(s.as_bytes());
+                // U+2581 back to a space.
+                let mut rest = text;
+                while let Some(i) = memchr::memmem::find(rest, SPACE_MARK) {
+                    out.extend_from_slice(&rest[..i]);
+                    out.push(b' ');
+                    rest = &rest[i + SPACE_MARK.len()..];
+                }
+                out.extend_from_slice(rest);
             } else {
-                decode_byte_level(text, &mut buf);
+                decode_byte_level(text, out);
             }
         } else if a.has(TokenAttr::BYTE) {
-            buf.push(byte_of(text));
+            out.push(byte_of(text));
         }
-        t.push(&buf)?;
+        p.offsets
+            .push(u32::try_from(p.arena.len()).map_err(|_| ArenaFull)?);
     }
-    Ok(t)
+    Ok(p)
 }
 
 impl Tokenizer {

@@ -513,6 +513,9 @@ fn translate(src: &str, collapsed: bool) -> Result<String, String> {
         if c == '\\' {
             let n = *chars.get(i + 1).ok_or("trailing backslash")?;
             if n == 'p' {
+                if chars.get(i + 2) != Some(&'{') {
+                    return Err("\\p without {".into());
+                }
                 let close = chars[i..]
                     .iter()
                     .position(|&x| x == '}')
@@ -763,6 +766,13 @@ mod tests {
             ["héllo", ",", " wörld"]
         );
         assert_eq!(words("bloom", "hi, there!"), ["hi", ",", " there", "!"]);
+    }
+
+    #[test]
+    fn bad_regexes_are_errors() {
+        for r in ["\\p", "\\pL", "\\p{Xx}", "[abc", "\\q", "\\S\\p{Han}"] {
+            assert!(PreTokenizer::new(&[r]).is_err(), "{r}");
+        }
     }
 
     #[test]

@@ -51,9 +51,8 @@ impl SpecialTokens {
         SpecialTokens { ac, ids }
     }
 
-    /// Ids of the special tokens in processing order.
-    pub fn ids(&self) -> &[u32] {
-        &self.ids
+    pub fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * 4 + self.ac.as_ref().map_or(0, AhoCorasick::memory_usage)
     }
 
     /// Split `text` into special tokens and the text between them. With

@@ -272,3 +272,43 @@ fn stream_decoder_holds_back_partial_characters() {
     assert_eq!(d.push(5 + 0xF0), "");
     assert_eq!(d.push(5 + b'A' as u32), "\u{FFFD}A");
 }
+
+#[test]
+fn tokenizer_is_shareable_between_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Tokenizer>();
+    check::<StreamDecoder<std::sync::Arc<Tokenizer>>>();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Byte-level BPE loses nothing, whatever the text and
+        /// pre-tokenizer; the stream decoder agrees with decode.
+        #[test]
+        fn bpe_round_trips(s in "\\PC*|[ \t\n\r'a-zA-Z0-9\u{A0}\u{3000}é中🙂]{0,40}", pre in prop::sample::select(vec!["default", "llama3", "qwen2", "smollm", "deepseek-llm", "bloom", "falcon"])) {
+            let tok = Tokenizer::from_gguf(&parse(&bpe_gguf(pre))).unwrap();
+            let ids = tok.encode(&s, false, false);
+            prop_assert_eq!(tok.decode(&ids), s.clone());
+            let mut d = StreamDecoder::new(&tok);
+            let mut out: String = ids.iter().map(|&id| d.push(id)).collect();
+            out += &d.finish();
+            prop_assert_eq!(out, s);
+        }
+
+        /// SentencePiece with byte fallback and no space prefix loses
+        /// nothing either.
+        #[test]
+        fn spm_round_trips(s in "\\PC*") {
+            let mut w = spm_gguf();
+            w.set_bool("tokenizer.ggml.add_space_prefix", false);
+            let tok = Tokenizer::from_gguf(&parse(&w)).unwrap();
+            let ids = tok.encode(&s, false, false);
+            prop_assert_eq!(tok.decode(&ids), s);
+        }
+    }
+}
