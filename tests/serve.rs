@@ -919,7 +919,9 @@ async fn official_openai_python_client_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_catalog_and_metrics() {
-    let srv = Server::start(|_| {}).await;
+    // Its own pool id: the metrics recorder is per process, and tests may
+    // share a process.
+    let srv = Server::start(|c| c.pools[0].id = "ops".into()).await;
     let (s, h) = srv.get("/healthz").await;
     assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
     let (s, r) = srv.get("/readyz").await;
@@ -931,7 +933,7 @@ async fn operations_catalog_and_metrics() {
     assert_eq!(caps["models"][0]["ctx_max"], 512);
     assert_eq!(caps["workloads"][0], "completion");
     assert_eq!(caps["concurrency"]["total_slots"], 4);
-    let (s, h) = srv.get("/v2/pools/p0/health").await;
+    let (s, h) = srv.get("/v2/pools/ops/health").await;
     assert_eq!((s, h["live"].as_bool(), h["ready"].as_bool()), (200, Some(true), Some(true)));
     assert!(h["decode_step_ms"].as_f64().unwrap() > 0.0, "rates measured at start: {h}");
 
@@ -944,7 +946,7 @@ async fn operations_catalog_and_metrics() {
     assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
     let (s, av) = srv.get("/v2/catalog/availability").await;
     assert_eq!(s, 200);
-    assert_eq!(av["models"][0]["nodes"][0]["pools"][0], "p0");
+    assert_eq!(av["models"][0]["nodes"][0]["pools"][0], "ops");
     assert_eq!(av["models"][0]["replicated"], false);
     let (s, _, v) = srv
         .post(&format!("/v2/catalog/models/{MODEL}/state"), json!({"state": "Retired"}))
@@ -977,12 +979,12 @@ async fn operations_catalog_and_metrics() {
     for needle in [
         "orchd_admission_enqueued_total ",
         "orchd_tasks_finished_total{outcome=\"ok\"}",
-        "orchd_tasks_started_total{pool_id=\"p0\"}",
-        "orchd_tokens_out_total{pool_id=\"p0\"}",
-        "orchd_time_to_first_token_seconds_bucket{pool_id=\"p0\"",
-        "pool_slots_total{pool_id=\"p0\"} 4",
-        "pool_ready{pool_id=\"p0\"} 1",
-        "orchd_admission_queue_depth{pool_id=\"p0\"}",
+        "orchd_tasks_started_total{pool_id=\"ops\"}",
+        "orchd_tokens_out_total{pool_id=\"ops\"}",
+        "orchd_time_to_first_token_seconds_bucket{pool_id=\"ops\"",
+        "pool_slots_total{pool_id=\"ops\"} 4",
+        "pool_ready{pool_id=\"ops\"} 1",
+        "orchd_admission_queue_depth{pool_id=\"ops\"}",
         "orchd_tasks_dispatched_total{node_id=\"local\",outcome=\"ok\"}",
     ] {
         assert!(m.contains(needle), "{needle} missing from\n{m}");
