@@ -42,8 +42,14 @@ fn stage(dir: &Path, ids: &[&str]) {
     let cat = Catalog::open(dir).expect("open catalog");
     let src = real_model(RealModel::Smollm2);
     for id in ids {
-        cat.stage(&src, Some(id), Some(RealModel::Smollm2.sha256()), "test", &|_, _| {})
-            .expect("stage");
+        cat.stage(
+            &src,
+            Some(id),
+            Some(RealModel::Smollm2.sha256()),
+            "test",
+            &|_, _| {},
+        )
+        .expect("stage");
     }
 }
 
@@ -113,7 +119,13 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
@@ -172,7 +184,9 @@ async fn read_sse(resp: reqwest::Response, max: usize) -> Vec<Frame> {
     let mut buf = String::new();
     let mut body = resp.bytes_stream();
     while out.len() < max {
-        let Some(chunk) = body.next().await else { break };
+        let Some(chunk) = body.next().await else {
+            break;
+        };
         buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
         while let Some(end) = buf.find("\n\n") {
             let block: String = buf.drain(..end + 2).collect();
@@ -225,10 +239,23 @@ fn generate_cli(prompt: &str, n: usize) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llorchd"))
         .args(["generate", "-m"])
         .arg(real_model(RealModel::Smollm2))
-        .args(["-p", prompt, "-n", &n.to_string(), "--temperature", "0", "-t", "1"])
+        .args([
+            "-p",
+            prompt,
+            "-n",
+            &n.to_string(),
+            "--temperature",
+            "0",
+            "-t",
+            "1",
+        ])
         .output()
         .expect("run llorchd generate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8(out.stdout).unwrap();
     s.strip_suffix('\n').unwrap_or(&s).to_string()
 }
@@ -301,9 +328,11 @@ async fn seeded_sampling_is_identical_alone_and_under_load() {
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
-            srv.submit(json!({"prompt": format!("Story number {i}:"), "max_tokens": 8,
-                "temperature": 1.0, "seed": i}))
-                .await,
+            srv.submit(
+                json!({"prompt": format!("Story number {i}:"), "max_tokens": 8,
+                "temperature": 1.0, "seed": i}),
+            )
+            .await,
         );
     }
     let mine = srv.submit(seeded).await;
@@ -319,7 +348,11 @@ async fn seeded_sampling_is_identical_alone_and_under_load() {
     for r in readers {
         assert_eq!(last(&r.await.unwrap()).event, "end");
     }
-    assert_eq!(text_of(&loaded), alone_ids, "same seed, same tokens under load");
+    assert_eq!(
+        text_of(&loaded),
+        alone_ids,
+        "same seed, same tokens under load"
+    );
     let (_, pools) = srv.get("/v2/pools").await;
     assert_eq!(pools["pools"][0]["slots_total"], 8);
     Arc::try_unwrap(srv).ok().unwrap().shutdown().await;
@@ -385,7 +418,10 @@ async fn cancel_before_start_and_mid_stream() {
         seen.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
     }
     let tail = &seen[seen.rfind("event: error").expect("error frame")..];
-    assert!(tail.contains("CANCELED") && !tail.contains("event: token"), "{tail}");
+    assert!(
+        tail.contains("CANCELED") && !tail.contains("event: token"),
+        "{tail}"
+    );
     let full = srv.events(&long, None).await;
     assert_eq!(last(&full).data["code"], "CANCELED");
     assert_eq!(tokens(&full) as u64, tokens_at_cancel);
@@ -398,7 +434,12 @@ async fn cancel_before_start_and_mid_stream() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let (s, body, _) = {
-        let r = srv.client.post(srv.url("/v2/tasks/nope/cancel")).send().await.unwrap();
+        let r = srv
+            .client
+            .post(srv.url("/v2/tasks/nope/cancel"))
+            .send()
+            .await
+            .unwrap();
         let s = r.status().as_u16();
         (s, r.json::<Value>().await.unwrap(), ())
     };
@@ -434,8 +475,11 @@ async fn saturation_answers_429_with_backoff_and_no_5xx() {
     for i in 0..40 {
         let srv = srv.clone();
         handles.push(tokio::spawn(async move {
-            srv.post("/v2/tasks", json!({"prompt": format!("Task {i}"), "max_tokens": 64}))
-                .await
+            srv.post(
+                "/v2/tasks",
+                json!({"prompt": format!("Task {i}"), "max_tokens": 64}),
+            )
+            .await
         }));
     }
     let mut admitted = Vec::new();
@@ -465,8 +509,21 @@ async fn saturation_answers_429_with_backoff_and_no_5xx() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "admission_reject");
     }
-    let (_, m) = (0, srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap());
-    assert!(m.contains("orchd_admission_rejected_total{reason=\"admission_reject\"}"), "{m}");
+    let (_, m) = (
+        0,
+        srv.client
+            .get(srv.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        m.contains("orchd_admission_rejected_total{reason=\"admission_reject\"}"),
+        "{m}"
+    );
     for id in &admitted {
         srv.client
             .post(srv.url(&format!("/v2/tasks/{id}/cancel")))
@@ -494,24 +551,40 @@ async fn drop_lru_pushes_out_the_oldest_batch_task() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let b1 = srv.submit(json!({"prompt": "a", "max_tokens": 8, "priority": "batch"})).await;
-    let b2 = srv.submit(json!({"prompt": "b", "max_tokens": 8, "priority": "batch"})).await;
+    let b1 = srv
+        .submit(json!({"prompt": "a", "max_tokens": 8, "priority": "batch"}))
+        .await;
+    let b2 = srv
+        .submit(json!({"prompt": "b", "max_tokens": 8, "priority": "batch"}))
+        .await;
     let (s, _, v) = srv
-        .post("/v2/tasks", json!({"prompt": "c", "max_tokens": 8, "priority": "interactive"}))
+        .post(
+            "/v2/tasks",
+            json!({"prompt": "c", "max_tokens": 8, "priority": "interactive"}),
+        )
         .await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["queue_position"], 0, "interactive goes first");
     let f = srv.events(&b1, None).await;
     assert_eq!(last(&f).data["code"], "QUEUE_FULL_DROP_LRU");
     assert_eq!(last(&f).data["retriable"], true);
-    assert_eq!(srv.get(&format!("/v2/tasks/{b2}")).await.1["state"], "queued");
+    assert_eq!(
+        srv.get(&format!("/v2/tasks/{b2}")).await.1["state"],
+        "queued"
+    );
     // Another interactive task pushes out the last batch task.
     srv.submit(json!({"prompt": "c2", "max_tokens": 8})).await;
-    assert_eq!(last(&srv.events(&b2, None).await).data["code"], "QUEUE_FULL_DROP_LRU");
+    assert_eq!(
+        last(&srv.events(&b2, None).await).data["code"],
+        "QUEUE_FULL_DROP_LRU"
+    );
     // Nothing of the same or lower priority is left for a batch task to
     // push out: 429 under the drop-lru policy.
     let (s, h, v) = srv
-        .post("/v2/tasks", json!({"prompt": "d", "max_tokens": 8, "priority": "batch"}))
+        .post(
+            "/v2/tasks",
+            json!({"prompt": "d", "max_tokens": 8, "priority": "batch"}),
+        )
         .await;
     check_429(s, &h, &v, "drop-lru");
     srv.client
@@ -576,7 +649,10 @@ async fn session_turns_reuse_kv_cache() {
     assert_eq!(sess["pool_id"], "p0");
     assert!(sess["ttl_remaining_ms"].as_u64().unwrap() > 590_000);
 
-    let p2 = format!("{p1}{}<|im_end|>\n<|im_start|>user\nAnother one.<|im_end|>\n<|im_start|>assistant\n", text_of(&f1));
+    let p2 = format!(
+        "{p1}{}<|im_end|>\n<|im_start|>user\nAnother one.<|im_end|>\n<|im_start|>assistant\n",
+        text_of(&f1)
+    );
     let id2 = srv
         .submit(json!({"prompt": p2, "max_tokens": 4, "temperature": 0, "session_id": "chat-1"}))
         .await;
@@ -592,7 +668,12 @@ async fn session_turns_reuse_kv_cache() {
     assert_eq!(sess["kv_warmth"], true);
     assert_eq!(sess["last_task_id"], id2.as_str());
 
-    let r = srv.client.delete(srv.url("/v2/sessions/chat-1")).send().await.unwrap();
+    let r = srv
+        .client
+        .delete(srv.url("/v2/sessions/chat-1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(srv.get("/v2/sessions/chat-1").await.0, 404);
     srv.shutdown().await;
@@ -608,7 +689,10 @@ async fn session_turns_are_bounded() {
         srv.events(&id, None).await;
     }
     let (s, _, v) = srv
-        .post("/v2/tasks", json!({"prompt": "Hi", "max_tokens": 2, "session_id": "s"}))
+        .post(
+            "/v2/tasks",
+            json!({"prompt": "Hi", "max_tokens": 2, "session_id": "s"}),
+        )
         .await;
     assert_eq!(s, 400);
     assert_eq!(v["code"], "INVALID_PARAMS");
@@ -635,7 +719,13 @@ async fn drain_and_reload_with_a_failing_reload_that_rolls_back() {
         .post("/v2/pools/p0/reload", json!({"new_model_ref": "broken"}))
         .await;
     assert!((400..500).contains(&s), "{s} {v}");
-    assert!(v["message"].as_str().unwrap().contains("still serves smollm2"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("still serves smollm2"),
+        "{v}"
+    );
     let (s, _, v) = srv
         .post("/v2/pools/p0/reload", json!({"new_model_ref": "missing"}))
         .await;
@@ -649,13 +739,25 @@ async fn drain_and_reload_with_a_failing_reload_that_rolls_back() {
         .await;
 
     // Drain: the running task finishes; new tasks are refused.
-    let (s, _, v) = srv.post("/v2/pools/p0/drain", json!({"deadline_ms": 120000})).await;
+    let (s, _, v) = srv
+        .post("/v2/pools/p0/drain", json!({"deadline_ms": 120000}))
+        .await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["draining"], true);
-    let (s, _, v) = srv.post("/v2/tasks", json!({"prompt": "x", "max_tokens": 4})).await;
-    assert_eq!((s, v["code"].as_str()), (503, Some("POOL_UNAVAILABLE")), "{v}");
+    let (s, _, v) = srv
+        .post("/v2/tasks", json!({"prompt": "x", "max_tokens": 4}))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("POOL_UNAVAILABLE")),
+        "{v}"
+    );
     let f = srv.events(&running, None).await;
-    assert_eq!(last(&f).event, "end", "in-flight work completes during a drain");
+    assert_eq!(
+        last(&f).event,
+        "end",
+        "in-flight work completes during a drain"
+    );
     assert_eq!(tokens(&f), 6);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -682,9 +784,16 @@ async fn drain_and_reload_with_a_failing_reload_that_rolls_back() {
         .await;
     assert_eq!(last(&srv.events(&id, None).await).event, "end");
     let (s, _, v) = srv
-        .post("/v2/tasks", json!({"prompt": "Hello", "max_tokens": 4, "model_ref": MODEL}))
+        .post(
+            "/v2/tasks",
+            json!({"prompt": "Hello", "max_tokens": 4, "model_ref": MODEL}),
+        )
         .await;
-    assert_eq!((s, v["code"].as_str()), (503, Some("POOL_UNAVAILABLE")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("POOL_UNAVAILABLE")),
+        "{v}"
+    );
     srv.shutdown().await;
 }
 
@@ -709,22 +818,58 @@ async fn bad_requests_get_4xx_with_stable_codes() {
 
     let big = "x".repeat(10_000);
     let (s, _, v) = srv.post("/v2/tasks", json!({"prompt": big})).await;
-    assert_eq!((s, v["code"].as_str()), (413, Some("INVALID_PARAMS")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("INVALID_PARAMS")),
+        "{v}"
+    );
 
     let cases = [
-        (json!({"prompt": "hi", "model_ref": "nope"}), 404, "MODEL_NOT_FOUND"),
-        (json!({"prompt": "hi", "max_tokens": 600}), 400, "CTX_EXCEEDED"),
+        (
+            json!({"prompt": "hi", "model_ref": "nope"}),
+            404,
+            "MODEL_NOT_FOUND",
+        ),
+        (
+            json!({"prompt": "hi", "max_tokens": 600}),
+            400,
+            "CTX_EXCEEDED",
+        ),
         (json!({"prompt": "word ".repeat(600)}), 400, "CTX_EXCEEDED"),
-        (json!({"prompt": "hi", "max_tokens": 400, "deadline_ms": 1}), 400, "DEADLINE_UNMET"),
-        (json!({"prompt": "hi", "surprise": true}), 400, "INVALID_PARAMS"),
-        (json!({"prompt": "hi", "temperature": -1}), 400, "INVALID_PARAMS"),
-        (json!({"prompt": "hi", "task_id": "../x"}), 400, "INVALID_PARAMS"),
+        (
+            json!({"prompt": "hi", "max_tokens": 400, "deadline_ms": 1}),
+            400,
+            "DEADLINE_UNMET",
+        ),
+        (
+            json!({"prompt": "hi", "surprise": true}),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            json!({"prompt": "hi", "temperature": -1}),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            json!({"prompt": "hi", "task_id": "../x"}),
+            400,
+            "INVALID_PARAMS",
+        ),
         (json!({"messages": []}), 400, "INVALID_PARAMS"),
-        (json!({"prompt": "hi", "placement": {"mode": "pin", "pin_pool_id": "zz"}}), 400, "INVALID_PARAMS"),
+        (
+            json!({"prompt": "hi", "placement": {"mode": "pin", "pin_pool_id": "zz"}}),
+            400,
+            "INVALID_PARAMS",
+        ),
     ];
     for (body, status, code) in cases {
         let (s, _, v) = srv.post("/v2/tasks", body.clone()).await;
-        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{body} → {v}");
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (status, Some(code)),
+            "{body} → {v}"
+        );
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(srv.get("/v2/tasks/unknown").await.0, 404);
@@ -742,14 +887,24 @@ async fn bad_requests_get_4xx_with_stable_codes() {
     assert_eq!(r.headers()["x-correlation-id"], "abc-123");
     // OpenAI routes answer in OpenAI's shape.
     let (s, _, v) = srv
-        .post("/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}))
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(s, 404);
     assert_eq!(v["error"]["code"], "model_not_found");
     // A task id may be chosen by the client, once.
-    let id = srv.submit(json!({"prompt": "hi", "max_tokens": 1, "task_id": "mine-1"})).await;
+    let id = srv
+        .submit(json!({"prompt": "hi", "max_tokens": 1, "task_id": "mine-1"}))
+        .await;
     assert_eq!(id, "mine-1");
-    let (s, _, v) = srv.post("/v2/tasks", json!({"prompt": "hi", "max_tokens": 1, "task_id": "mine-1"})).await;
+    let (s, _, v) = srv
+        .post(
+            "/v2/tasks",
+            json!({"prompt": "hi", "max_tokens": 1, "task_id": "mine-1"}),
+        )
+        .await;
     assert_eq!((s, v["code"].as_str()), (409, Some("INVALID_PARAMS")));
     srv.shutdown().await;
 }
@@ -787,9 +942,11 @@ async fn openai_surface_with_reqwest() {
     let resp = srv
         .client
         .post(srv.url("/v1/chat/completions"))
-        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}],
+        .json(
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}],
                       "max_tokens": 4, "temperature": 0, "stream": true,
-                      "stream_options": {"include_usage": true}}))
+                      "stream_options": {"include_usage": true}}),
+        )
         .send()
         .await
         .unwrap();
@@ -801,9 +958,16 @@ async fn openai_surface_with_reqwest() {
         .iter()
         .filter_map(|c| c.data["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(streamed, v["choices"][0]["message"]["content"].as_str().unwrap());
-    assert!(chunks.iter().any(|c| c.data["choices"][0]["finish_reason"].is_string()));
-    assert!(chunks.iter().any(|c| c.data["usage"]["total_tokens"].is_u64()));
+    assert_eq!(
+        streamed,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c.data["choices"][0]["finish_reason"].is_string()));
+    assert!(chunks
+        .iter()
+        .any(|c| c.data["usage"]["total_tokens"].is_u64()));
 
     let (s, _, v) = srv
         .post(
@@ -819,7 +983,10 @@ async fn openai_surface_with_reqwest() {
         .unwrap();
     assert_eq!(v["choices"][0]["text"].as_str().unwrap(), cli);
     assert_eq!(
-        v["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len() as u64,
+        v["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
         v["usage"]["completion_tokens"].as_u64().unwrap()
     );
     srv.shutdown().await;
@@ -852,7 +1019,12 @@ async fn openai_clients_that_hang_up_cancel_their_work() {
         .await
         .unwrap();
     let chunks = read_sse(resp, 4).await;
-    let task = chunks[0].data["id"].as_str().unwrap().strip_prefix("chatcmpl-").unwrap().to_string();
+    let task = chunks[0].data["id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("chatcmpl-")
+        .unwrap()
+        .to_string();
     wait_idle(&srv, Duration::from_secs(10)).await;
     let (_, st) = srv.get(&format!("/v2/tasks/{task}")).await;
     assert_eq!(st["state"], "canceled", "{st}");
@@ -934,48 +1106,93 @@ async fn operations_catalog_and_metrics() {
     assert_eq!(caps["workloads"][0], "completion");
     assert_eq!(caps["concurrency"]["total_slots"], 4);
     let (s, h) = srv.get("/v2/pools/ops/health").await;
-    assert_eq!((s, h["live"].as_bool(), h["ready"].as_bool()), (200, Some(true), Some(true)));
-    assert!(h["decode_step_ms"].as_f64().unwrap() > 0.0, "rates measured at start: {h}");
+    assert_eq!(
+        (s, h["live"].as_bool(), h["ready"].as_bool()),
+        (200, Some(true), Some(true))
+    );
+    assert!(
+        h["decode_step_ms"].as_f64().unwrap() > 0.0,
+        "rates measured at start: {h}"
+    );
 
     // Catalog.
     let (s, list) = srv.get("/v2/catalog/models").await;
     assert_eq!(s, 200);
     assert_eq!(list["models"][0]["id"], MODEL);
     assert_eq!(list["models"][0]["sha256"], RealModel::Smollm2.sha256());
-    let (s, _, v) = srv.post(&format!("/v2/catalog/models/{MODEL}/verify"), json!({})).await;
+    let (s, _, v) = srv
+        .post(&format!("/v2/catalog/models/{MODEL}/verify"), json!({}))
+        .await;
     assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
     let (s, av) = srv.get("/v2/catalog/availability").await;
     assert_eq!(s, 200);
     assert_eq!(av["models"][0]["nodes"][0]["pools"][0], "ops");
     assert_eq!(av["models"][0]["replicated"], false);
     let (s, _, v) = srv
-        .post(&format!("/v2/catalog/models/{MODEL}/state"), json!({"state": "Retired"}))
+        .post(
+            &format!("/v2/catalog/models/{MODEL}/state"),
+            json!({"state": "Retired"}),
+        )
         .await;
     assert_eq!((s, v["state"].as_str()), (200, Some("Retired")));
-    let (s, _, v) = srv.post("/v2/tasks", json!({"prompt": "x", "max_tokens": 2})).await;
-    assert_eq!((s, v["code"].as_str()), (404, Some("MODEL_NOT_FOUND")), "{v}");
-    srv.post(&format!("/v2/catalog/models/{MODEL}/state"), json!({"state": "active"}))
+    let (s, _, v) = srv
+        .post("/v2/tasks", json!({"prompt": "x", "max_tokens": 2}))
         .await;
-    let r = srv.client.delete(srv.url(&format!("/v2/catalog/models/{MODEL}"))).send().await.unwrap();
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (404, Some("MODEL_NOT_FOUND")),
+        "{v}"
+    );
+    srv.post(
+        &format!("/v2/catalog/models/{MODEL}/state"),
+        json!({"state": "active"}),
+    )
+    .await;
+    let r = srv
+        .client
+        .delete(srv.url(&format!("/v2/catalog/models/{MODEL}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "a served model cannot be removed");
     let (s, _, v) = srv
-        .post("/v2/catalog/models", json!({"id": "copy", "source": real_model(RealModel::Smollm2)}))
+        .post(
+            "/v2/catalog/models",
+            json!({"id": "copy", "source": real_model(RealModel::Smollm2)}),
+        )
         .await;
     assert_eq!((s, v["id"].as_str()), (201, Some("copy")), "{v}");
-    let r = srv.client.delete(srv.url("/v2/catalog/models/copy")).send().await.unwrap();
+    let r = srv
+        .client
+        .delete(srv.url("/v2/catalog/models/copy"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(srv.get("/v2/catalog/models/copy").await.0, 404);
     let (s, _, v) = srv
         .post("/v2/catalog/models", json!({"source": "/nonexistent.gguf"}))
         .await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("INVALID_PARAMS")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("INVALID_PARAMS")),
+        "{v}"
+    );
 
     // Metrics after a task.
     let id = srv.submit(json!({"prompt": "Hi", "max_tokens": 4})).await;
     srv.events(&id, None).await;
     // Pool gauges refresh every second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let m = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = srv
+        .client
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "orchd_admission_enqueued_total ",
         "orchd_tasks_finished_total{outcome=\"ok\"}",
@@ -1019,7 +1236,12 @@ async fn graceful_shutdown_finishes_then_cancels() {
     assert_eq!(last(&frames).event, "error");
     assert_eq!(last(&frames).data["code"], "CANCELED");
     // The listener is gone.
-    assert!(client.post(url).json(&json!({"prompt": "x"})).send().await.is_err());
+    assert!(client
+        .post(url)
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .is_err());
 }
 
 /// The binary: `llorchd serve --config FILE` becomes ready, answers, and
@@ -1053,7 +1275,11 @@ fn binary_serves_and_stops_on_sigterm() {
         let c = reqwest::Client::new();
         let until = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+            if let Ok(r) = c
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     break;
                 }
@@ -1076,7 +1302,11 @@ fn binary_serves_and_stops_on_sigterm() {
     }
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stdout);
-    assert!(ok, "server did not serve:\n{logs}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        ok,
+        "server did not serve:\n{logs}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "exit {:?}\n{logs}", out.status);
     // JSON log lines with the task fields and a narration; no prompt text.
     let admitted = logs
@@ -1085,7 +1315,13 @@ fn binary_serves_and_stops_on_sigterm() {
         .find(|v| v["message"] == "task admitted" || v["fields"]["message"] == "task admitted")
         .unwrap_or_else(|| panic!("no admission log line:\n{logs}"));
     let flat = admitted.to_string();
-    for f in ["correlation_id", "job_id", "pool_id", "queue_position", "human"] {
+    for f in [
+        "correlation_id",
+        "job_id",
+        "pool_id",
+        "queue_position",
+        "human",
+    ] {
         assert!(flat.contains(f), "{f} missing: {flat}");
     }
     assert!(!logs.contains("Hello"), "the prompt leaked into the logs");

@@ -34,7 +34,10 @@ fn entry_json(e: &CatalogEntry) -> serde_json::Value {
 
 fn catalog(app: &AppState) -> Result<Arc<Catalog>, ApiError> {
     app.catalog.clone().ok_or_else(|| {
-        ApiError::new(ErrorCode::PoolUnavailable, "this process has no model store")
+        ApiError::new(
+            ErrorCode::PoolUnavailable,
+            "this process has no model store",
+        )
     })
 }
 
@@ -81,8 +84,12 @@ pub async fn get(
     let cat = catalog(&app)?;
     let id2 = id.clone();
     let e = blocking(move || cat.get(&id2)).await?;
-    e.map(|e| Json(entry_json(&e)))
-        .ok_or_else(|| ApiError::new(ErrorCode::ModelNotFound, format!("model {id:?} is not in the catalog")))
+    e.map(|e| Json(entry_json(&e))).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!("model {id:?} is not in the catalog"),
+        )
+    })
 }
 
 pub async fn remove(

@@ -227,8 +227,14 @@ mod tests {
             let s = status_of(c);
             assert!(s.is_client_error() || s.is_server_error(), "{c}");
         }
-        assert_eq!(status_of(ErrorCode::AdmissionReject), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(ErrorCode::PoolUnavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of(ErrorCode::AdmissionReject),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_of(ErrorCode::PoolUnavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(status_of(ErrorCode::CtxExceeded), StatusCode::BAD_REQUEST);
     }
 
@@ -244,7 +250,9 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()["retry-after"], "2");
         assert_eq!(resp.headers()["x-backoff-ms"], "1500");
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "ADMISSION_REJECT");
         assert_eq!(v["retriable"], true);
@@ -258,7 +266,9 @@ mod tests {
             .openai()
             .into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["type"], "invalid_request_error");

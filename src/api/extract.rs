@@ -83,7 +83,9 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
 /// Parse JSON with a message that says where it went wrong.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("the request body is empty; expected JSON"));
+        return Err(ApiError::invalid(
+            "the request body is empty; expected JSON",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }

@@ -171,7 +171,15 @@ async fn completion(
     };
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
     let logprobs = req.logprobs.is_some();
-    run(app, spec, req.stream, Kind::Completion, include_usage, logprobs).await
+    run(
+        app,
+        spec,
+        req.stream,
+        Kind::Completion,
+        include_usage,
+        logprobs,
+    )
+    .await
 }
 
 fn sampling(
@@ -206,7 +214,9 @@ async fn run(
 ) -> Result<Response, ApiError> {
     if let Some(t) = spec.sampling.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::invalid(format!("temperature {t} is outside 0..=2")));
+            return Err(ApiError::invalid(format!(
+                "temperature {t} is outside 0..=2"
+            )));
         }
     }
     let ad = app.control.submit(spec).await?;
@@ -305,7 +315,8 @@ async fn collect_response(
             Frame::Started { .. } | Frame::Metrics(_) => {}
         }
     }
-    let e = end.ok_or_else(|| ApiError::new(ErrorCode::Internal, "the task ended without a result"))?;
+    let e =
+        end.ok_or_else(|| ApiError::new(ErrorCode::Internal, "the task ended without a result"))?;
     let usage = Usage::new(e.tokens_in, e.tokens_out);
     let finish = Some(e.finish_reason.as_str());
     Ok(match shape.kind {

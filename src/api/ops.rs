@@ -19,7 +19,12 @@ pub async fn healthz(State(app): State<AppState>) -> Json<serde_json::Value> {
 
 pub async fn readyz(State(app): State<AppState>) -> Response {
     if app.control.is_ready() {
-        let ready = app.control.pool_views().iter().filter(|v| v.accepting).count();
+        let ready = app
+            .control
+            .pool_views()
+            .iter()
+            .filter(|v| v.accepting)
+            .count();
         Json(serde_json::json!({"status": "ready", "pools_ready": ready})).into_response()
     } else {
         let why = if app.control.is_shutting_down() {
@@ -35,13 +40,19 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     match &app.metrics {
         Some(h) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             h.render(),
         )
             .into_response(),
-        None => ApiError::new(ErrorCode::Internal, "metrics are not enabled in this process")
-            .with_status(StatusCode::NOT_FOUND)
-            .into_response(),
+        None => ApiError::new(
+            ErrorCode::Internal,
+            "metrics are not enabled in this process",
+        )
+        .with_status(StatusCode::NOT_FOUND)
+        .into_response(),
     }
 }
 

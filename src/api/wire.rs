@@ -120,7 +120,9 @@ impl TaskRequest {
             ),
             (None, Some(_)) => return Err(ApiError::invalid("messages is empty")),
             (Some(_), Some(_)) => {
-                return Err(ApiError::invalid("give either prompt or messages, not both"))
+                return Err(ApiError::invalid(
+                    "give either prompt or messages, not both",
+                ))
             }
             (None, None) => return Err(ApiError::invalid("prompt or messages is required")),
         };
@@ -130,8 +132,7 @@ impl TaskRequest {
             Some(PlacementModeWire::Prefer) => Mode::Prefer,
             Some(PlacementModeWire::Auto) | None => Mode::Auto,
         };
-        if mode == Mode::Pin && placement.pin_pool_id.is_none() && placement.pin_node_id.is_none()
-        {
+        if mode == Mode::Pin && placement.pin_pool_id.is_none() && placement.pin_node_id.is_none() {
             return Err(ApiError::invalid(
                 "placement.mode \"pin\" needs pin_pool_id or pin_node_id",
             ));

@@ -32,11 +32,11 @@ impl Run for Serve {
         }
         let isa = match &self.isa {
             None => None,
-            Some(n) => Some(
-                Isa::from_name(n)
-                    .filter(|i| i.available())
-                    .ok_or_else(|| usage(format!("--isa {n:?} is unknown or not available on this CPU")))?,
-            ),
+            Some(n) => Some(Isa::from_name(n).filter(|i| i.available()).ok_or_else(|| {
+                usage(format!(
+                    "--isa {n:?} is unknown or not available on this CPU"
+                ))
+            })?),
         };
         let env = |k: &str| std::env::var(k).ok();
         let target = LogTarget::detect(env("JOURNAL_STREAM").as_deref());

@@ -17,8 +17,8 @@ pub mod tasks;
 
 pub use admission::Priority;
 pub use service::{
-    new_task_id, Admission, Control, ControlSettings, MaxTokensDefault, ModelCatalog,
-    ModelLookup, PlacementSpec, PoolView, SamplingDefaults, SamplingSpec, TaskSpec,
+    new_task_id, Admission, Control, ControlSettings, MaxTokensDefault, ModelCatalog, ModelLookup,
+    PlacementSpec, PoolView, SamplingDefaults, SamplingSpec, TaskSpec,
 };
 pub use tasks::{EndFrame, Frame, MetricsFrame, Phase, TaskRecord};
 

@@ -100,7 +100,9 @@ pub enum PlacementError {
     NoPoolForModel(String),
     #[error("no pool serving model {0:?} is ready")]
     NoReadyPool(String),
-    #[error("no pool serving model {model:?} has a context of {needed} tokens (largest: {largest})")]
+    #[error(
+        "no pool serving model {model:?} has a context of {needed} tokens (largest: {largest})"
+    )]
     CtxTooSmall {
         model: String,
         needed: usize,
@@ -116,7 +118,10 @@ pub enum PlacementError {
 
 /// Choose a pool for `req` among `pools`.
 pub fn place(req: &Request, pools: &[Candidate]) -> Result<Decision, PlacementError> {
-    let serving: Vec<&Candidate> = pools.iter().filter(|c| c.model_id == req.model_id).collect();
+    let serving: Vec<&Candidate> = pools
+        .iter()
+        .filter(|c| c.model_id == req.model_id)
+        .collect();
     if serving.is_empty() {
         return Err(PlacementError::NoPoolForModel(req.model_id.clone()));
     }

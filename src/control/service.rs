@@ -24,8 +24,8 @@ use crate::config::{AdmissionConfig, SessionConfig};
 use crate::telemetry::logging::task_span;
 use crate::telemetry::metrics::{self as m, label};
 use crate::transport::{
-    ErrorCode, ExecuteRequest, GenerationParams, PoolClient, PoolState, PoolStatus,
-    PrepareRequest, PromptInput, TaskEvent, TransportError,
+    ErrorCode, ExecuteRequest, GenerationParams, PoolClient, PoolState, PoolStatus, PrepareRequest,
+    PromptInput, TaskEvent, TransportError,
 };
 
 /// Is a model id known to the catalog, and may it be served?
@@ -437,17 +437,15 @@ impl Control {
         }
         let task_id = match &spec.task_id {
             Some(id) => {
-                crate::config::validate_id(id).map_err(|m| {
-                    refused(ErrorCode::InvalidParams, format!("task_id {m}"))
-                })?;
+                crate::config::validate_id(id)
+                    .map_err(|m| refused(ErrorCode::InvalidParams, format!("task_id {m}")))?;
                 id.clone()
             }
             None => new_task_id(),
         };
         if let Some(s) = &spec.session_id {
-            crate::config::validate_id(s).map_err(|m| {
-                refused(ErrorCode::InvalidParams, format!("session_id {m}"))
-            })?;
+            crate::config::validate_id(s)
+                .map_err(|m| refused(ErrorCode::InvalidParams, format!("session_id {m}")))?;
         }
         validate_sampling(&spec)?;
         let model_id = self.resolve_model(spec.model_ref.as_deref())?;
@@ -547,7 +545,9 @@ impl Control {
             created: now,
         };
         let record = Arc::new(TaskRecord::new(info, span.clone(), 0, 0));
-        self.tasks.insert(record.clone()).map_err(|e| ControlError::Conflict(e.to_string()))?;
+        self.tasks
+            .insert(record.clone())
+            .map_err(|e| ControlError::Conflict(e.to_string()))?;
         if let Some(s) = &spec.session_id {
             if let Err(e) = self.sessions.commit_turn(s, &entry.id, &task_id, now) {
                 self.tasks.remove(&task_id);
@@ -780,10 +780,13 @@ impl Control {
     /// Cancel a task. Race-free: once this returns, no token frame follows.
     /// Ended tasks are left as they are.
     pub async fn cancel(&self, task_id: &str) -> Result<(), ControlError> {
-        let rec = self.tasks.get(task_id).ok_or_else(|| ControlError::NotFound {
-            kind: "task",
-            id: task_id.to_string(),
-        })?;
+        let rec = self
+            .tasks
+            .get(task_id)
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "task",
+                id: task_id.to_string(),
+            })?;
         let stage = {
             let mut st = rec.lock();
             let stage = match st.phase {
@@ -832,7 +835,11 @@ impl Control {
     /// Stop admitting to a pool; queued and running tasks go on until
     /// `deadline`, after which the rest are ended with POOL_UNAVAILABLE.
     /// The pool itself is drained once its work is done.
-    pub fn drain(self: &Arc<Self>, pool_id: &str, deadline: Duration) -> Result<PoolView, ControlError> {
+    pub fn drain(
+        self: &Arc<Self>,
+        pool_id: &str,
+        deadline: Duration,
+    ) -> Result<PoolView, ControlError> {
         let entry = self.pool(pool_id).ok_or_else(|| ControlError::NotFound {
             kind: "pool",
             id: pool_id.to_string(),
@@ -863,7 +870,12 @@ impl Control {
                 if idle || overdue {
                     if let Some(ctl) = ctl.upgrade() {
                         if overdue {
-                            ctl.end_pool_work(&entry, ErrorCode::PoolUnavailable, "the pool was drained").await;
+                            ctl.end_pool_work(
+                                &entry,
+                                ErrorCode::PoolUnavailable,
+                                "the pool was drained",
+                            )
+                            .await;
                         }
                         match entry.client.drain().await {
                             Ok(s) => entry.lock().status = s,
@@ -925,7 +937,10 @@ impl Control {
                     "pool reload failed");
                 Err(ControlError::Refused {
                     code: e.code,
-                    message: format!("reload failed, pool {pool_id} still serves {old}: {}", e.message),
+                    message: format!(
+                        "reload failed, pool {pool_id} still serves {old}: {}",
+                        e.message
+                    ),
                     retry_after_ms: None,
                 })
             }
@@ -996,7 +1011,8 @@ impl Control {
         let id = entry.id.clone();
         metrics::gauge!(m::POOLS_AVAILABLE, label::POOL_ID => id.clone())
             .set(if inner.accepting() { 1.0 } else { 0.0 });
-        metrics::gauge!(m::ADMISSION_QUEUE_DEPTH, label::POOL_ID => id).set(inner.queue.len() as f64);
+        metrics::gauge!(m::ADMISSION_QUEUE_DEPTH, label::POOL_ID => id)
+            .set(inner.queue.len() as f64);
     }
 
     // ---- shutdown ----
@@ -1165,9 +1181,7 @@ async fn dispatch_loop(ctl: std::sync::Weak<Control>, entry: Arc<PoolEntry>) {
             if ready && inner.running.len() < inner.status.slots_total {
                 let q = inner.queue.pop();
                 if let Some(q) = &q {
-                    inner
-                        .running
-                        .insert(q.id.clone(), q.payload.record.clone());
+                    inner.running.insert(q.id.clone(), q.payload.record.clone());
                     metrics::gauge!(m::ADMISSION_QUEUE_DEPTH, label::POOL_ID => entry.id.clone())
                         .set(inner.queue.len() as f64);
                 }
@@ -1302,7 +1316,10 @@ async fn drive(ctl: &Control, entry: &PoolEntry, rec: &Arc<TaskRecord>, exec: Ex
                 match prev {
                     None => metrics::histogram!(m::TIME_TO_FIRST_TOKEN_SECONDS,
                         label::POOL_ID => pool_id.clone())
-                    .record(now.saturating_duration_since(rec.info.created).as_secs_f64()),
+                    .record(
+                        now.saturating_duration_since(rec.info.created)
+                            .as_secs_f64(),
+                    ),
                     Some(p) => metrics::histogram!(m::INTER_TOKEN_LATENCY_SECONDS,
                         label::POOL_ID => pool_id.clone())
                     .record(now.saturating_duration_since(p).as_secs_f64()),
@@ -1385,7 +1402,11 @@ async fn drive(ctl: &Control, entry: &PoolEntry, rec: &Arc<TaskRecord>, exec: Ex
         }
     }
     // The stream ended early: canceled (we stopped reading) or the pool went away.
-    fail(rec, ErrorCode::WorkerLost, "the pool stopped streaming this task");
+    fail(
+        rec,
+        ErrorCode::WorkerLost,
+        "the pool stopped streaming this task",
+    );
 }
 
 fn fail(rec: &TaskRecord, code: ErrorCode, message: &str) {

@@ -28,7 +28,9 @@ pub struct SessionView {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    #[error("session {id:?} has used all {max} of its turns; start a new session (or DELETE this one)")]
+    #[error(
+        "session {id:?} has used all {max} of its turns; start a new session (or DELETE this one)"
+    )]
     TurnsExhausted { id: String, max: u32 },
 }
 

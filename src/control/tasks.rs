@@ -209,7 +209,11 @@ impl TaskRecord {
     pub fn frames_from(&self, from: usize) -> (Vec<Frame>, bool) {
         let st = self.lock();
         let done = st.phase.is_terminal();
-        let frames = st.frames.get(from..).map(<[Frame]>::to_vec).unwrap_or_default();
+        let frames = st
+            .frames
+            .get(from..)
+            .map(<[Frame]>::to_vec)
+            .unwrap_or_default();
         (frames, done)
     }
 

@@ -243,7 +243,10 @@ impl Home {
         // grace, then let the HTTP server close.
         let drain = async move {
             shutdown.await;
-            info!(human = "shutting down: no new tasks; finishing in-flight work", "shutdown started");
+            info!(
+                human = "shutting down: no new tasks; finishing in-flight work",
+                "shutdown started"
+            );
             if let Some(n) = &notifier {
                 let _ = n.notify_stopping();
             }
@@ -265,7 +268,12 @@ impl Home {
             })
         });
         if let Some(n) = &self.notifier {
-            let ready = self.control.pool_views().iter().filter(|v| v.accepting).count();
+            let ready = self
+                .control
+                .pool_views()
+                .iter()
+                .filter(|v| v.accepting)
+                .count();
             let _ = n.notify_status(&format!("serving on {addr}; {ready} pool(s) ready"));
             if let Err(e) = n.notify_ready() {
                 warn!(error = %e, "could not notify systemd");

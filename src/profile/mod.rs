@@ -13,9 +13,13 @@ use crate::worker::PoolError;
 pub enum ProfileError {
     #[error("model store: {0}")]
     Store(#[from] StoreError),
-    #[error("pool {pool}: model {model:?} is not in the catalog (stage it with `llorchd models stage`)")]
+    #[error(
+        "pool {pool}: model {model:?} is not in the catalog (stage it with `llorchd models stage`)"
+    )]
     ModelNotStaged { pool: String, model: String },
-    #[error("pool {pool}: model {model:?} is retired (activate it with `llorchd models activate`)")]
+    #[error(
+        "pool {pool}: model {model:?} is retired (activate it with `llorchd models activate`)"
+    )]
     ModelRetired { pool: String, model: String },
     #[error("pool {pool}: {source}")]
     Pool { pool: String, source: PoolError },

@@ -124,13 +124,23 @@ impl LocalPool {
         use crate::telemetry::metrics::{self as m, label};
         let s = self.snapshot();
         let id = self.pool.id.clone();
-        let ready = if s.state == PoolState::Ready { 1.0 } else { 0.0 };
-        metrics::gauge!(m::POOL_SLOTS_TOTAL, label::POOL_ID => id.clone()).set(s.slots_total as f64);
-        metrics::gauge!(m::POOL_SLOTS_FREE, label::POOL_ID => id.clone()).set(s.slots_free() as f64);
+        let ready = if s.state == PoolState::Ready {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(m::POOL_SLOTS_TOTAL, label::POOL_ID => id.clone())
+            .set(s.slots_total as f64);
+        metrics::gauge!(m::POOL_SLOTS_FREE, label::POOL_ID => id.clone())
+            .set(s.slots_free() as f64);
         metrics::gauge!(m::POOL_READY, label::POOL_ID => id.clone()).set(ready);
         metrics::gauge!(m::POOL_KV_CACHE_USAGE_RATIO, label::POOL_ID => id.clone())
             .set(s.kv_usage_ratio());
-        for name in [m::POOL_VRAM_TOTAL_BYTES, m::POOL_VRAM_FREE_BYTES, m::POOL_GPU_UTILIZATION_RATIO] {
+        for name in [
+            m::POOL_VRAM_TOTAL_BYTES,
+            m::POOL_VRAM_FREE_BYTES,
+            m::POOL_GPU_UTILIZATION_RATIO,
+        ] {
             metrics::gauge!(name, label::POOL_ID => id.clone(), label::DEVICE => s.device.clone())
                 .set(0.0);
         }

@@ -163,7 +163,9 @@ const MEASURE_PREFILL: usize = 16;
 /// the self-test touched every weight): prompt tokens per second and the
 /// duration of a decode step.
 fn measure_rates(model: &Model, fw: &mut Forward) -> Result<(f64, Duration), PoolError> {
-    let n = MEASURE_PREFILL.min(model.hparams.n_ctx_train.saturating_sub(1)).max(1);
+    let n = MEASURE_PREFILL
+        .min(model.hparams.n_ctx_train.saturating_sub(1))
+        .max(1);
     let mut cache = model.new_cache(n + 1);
     let tok = model.tokenizer.bos().unwrap_or(0);
     let prompt = vec![tok; n];
