@@ -428,7 +428,7 @@ impl Control {
         res
     }
 
-    async fn admit(self: &Arc<Self>, spec: TaskSpec) -> Result<Admission, ControlError> {
+    async fn admit(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Admission, ControlError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(refused(
                 ErrorCode::PoolUnavailable,
@@ -472,7 +472,7 @@ impl Control {
             session_pool,
         };
         let candidates = self.candidates();
-        let decision = placement::place(&preq, &candidates).map_err(placement_error)?;
+        let mut decision = placement::place(&preq, &candidates).map_err(placement_error)?;
         let entry = self
             .pool(&decision.pool_id)
             .ok_or_else(|| refused(ErrorCode::PoolUnavailable, "the chosen pool went away"))?;
@@ -480,7 +480,8 @@ impl Control {
             .client
             .prepare(PrepareRequest {
                 model_id: model_id.clone(),
-                input: spec.input.clone(),
+                // The prompt is not needed past this point; do not copy it.
+                input: std::mem::replace(&mut spec.input, PromptInput::Text(String::new())),
             })
             .await?;
         let tokens_in = prepared.tokens.len();
@@ -497,6 +498,7 @@ impl Control {
                 ) {
                     entry = e;
                     ctx = c.ctx;
+                    decision = d;
                 }
             }
         }
@@ -526,11 +528,6 @@ impl Control {
         if let Some(s) = &spec.session_id {
             span.record("session_id", s.as_str());
         }
-        info!(
-            parent: &span,
-            human = %format!("placed on pool {} ({})", entry.id, decision.reason.as_str()),
-            "task placed"
-        );
         let info = TaskInfo {
             id: task_id.clone(),
             correlation_id: spec.correlation_id.clone(),
@@ -657,6 +654,13 @@ impl Control {
                 metrics::counter!(m::ADMISSION_ENQUEUED_TOTAL).increment(1);
                 span.record("queue_position", position);
                 span.record("predicted_start_ms", predicted);
+                // Logged once admitted, so that refusals under saturation
+                // cost no log line.
+                info!(
+                    parent: &span,
+                    human = %format!("placed on pool {} ({})", entry.id, decision.reason.as_str()),
+                    "task placed"
+                );
                 info!(
                     parent: &span,
                     human = %format!(

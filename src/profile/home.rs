@@ -168,7 +168,7 @@ impl Home {
                 .map_err(|e| ProfileError::Runtime(e.to_string()))?
                 .map_err(|source| ProfileError::Pool {
                     pool: id.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
             pools.push(Arc::new(LocalPool::new(pool, &node_id, source.clone())));
