@@ -258,7 +258,7 @@ impl Home {
             let _ = stop_tx.send(true);
         };
         let metrics_server = metrics_listener.map(|l| {
-            let r = api::router(self.state.clone());
+            let r = api::metrics_router(self.state.clone());
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
                 let _ = api::serve(l, r, async move {
