@@ -484,17 +484,32 @@ impl RopeRow {
         RopeRow { cs }
     }
 
+    /// Rotate one head. The multiply-adds are fused exactly where GCC fuses
+    /// them in ggml's `rotate_pairs` (checked against llama.cpp's build for
+    /// both pairings), so results match bit for bit.
     fn apply(&self, x: &mut [f32], neox: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: FMA is available.
+            return unsafe { self.apply_fma(x, neox) };
+        }
+        self.apply_generic(x, neox);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn apply_fma(&self, x: &mut [f32], neox: bool) {
+        self.apply_generic(x, neox);
+    }
+
+    #[inline(always)]
+    fn apply_generic(&self, x: &mut [f32], neox: bool) {
         let n_rot = self.cs.len() * 2;
         for (i, &(c, s)) in self.cs.iter().enumerate() {
-            let (a, b) = if neox {
-                (i, i + n_rot / 2)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
+            let (a, b) = if neox { (i, i + n_rot / 2) } else { (2 * i, 2 * i + 1) };
             let (x0, x1) = (x[a], x[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
+            x[a] = x0.mul_add(c, -(x1 * s));
+            x[b] = x0.mul_add(s, x1 * c);
         }
     }
 }
@@ -544,7 +559,8 @@ fn attend(
             vs = (s - m).exp();
         }
         vec::vec_mad_f16(acc, v, vs);
-        sum = sum * ms + vs;
+        // ggml's compiled code fuses this multiply-add.
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
