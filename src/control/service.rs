@@ -306,7 +306,7 @@ impl Control {
                 ctl.sessions.sweep(now);
             }
         });
-        ctl.background.lock().unwrap().push(housekeeping);
+        ctl.background_tasks().push(housekeeping);
         ctl
     }
 
@@ -338,13 +338,20 @@ impl Control {
             .set(a.queue_capacity as f64);
         metrics::gauge!(m::ADMISSION_QUEUE_DEPTH, label::POOL_ID => id.clone()).set(0.0);
         self.record_pool_gauges(&entry);
-        self.pools.write().unwrap().push(entry.clone());
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry.clone());
         let handle = tokio::spawn(dispatch_loop(Arc::downgrade(self), entry));
-        self.background.lock().unwrap().push(handle);
+        self.background_tasks().push(handle);
+    }
+
+    fn background_tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.background.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pools(&self) -> Vec<Arc<PoolEntry>> {
-        self.pools.read().unwrap().clone()
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn pool(&self, id: &str) -> Option<Arc<PoolEntry>> {
@@ -892,7 +899,7 @@ impl Control {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        self.background.lock().unwrap().push(handle);
+        self.background_tasks().push(handle);
         Ok(view)
     }
 
@@ -1054,7 +1061,7 @@ impl Control {
 
     /// Stop the background tasks (dispatchers, housekeeping).
     pub fn stop(&self) {
-        for h in self.background.lock().unwrap().drain(..) {
+        for h in self.background_tasks().drain(..) {
             h.abort();
         }
     }

@@ -285,21 +285,23 @@ impl Home {
             let _ = rx.wait_for(|s| *s).await;
         });
         tokio::pin!(server);
-        tokio::select! {
-            r = &mut server => r?,
+        let result = tokio::select! {
+            r = &mut server => r,
             _ = drain => {
                 // Streams of ended tasks close on their own; do not wait
                 // forever for a client that keeps a connection open.
                 if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
                     warn!("connections still open after shutdown; closing");
                 }
+                Ok(())
             }
-        }
+        };
         if let Some(m) = metrics_server {
             m.abort();
         }
+        // The pools stop even when the server failed.
         self.shutdown().await;
-        Ok(())
+        Ok(result?)
     }
 
     /// Stop the control side and the pools (waits for the engine threads).
