@@ -9,7 +9,10 @@ fn main() {
     let a: Vec<String> = std::env::args().collect();
     let model = Model::load(std::path::Path::new(&a[1])).expect("model");
     let steps: usize = a[3].parse().unwrap();
-    let isa = a.get(4).and_then(|s| Isa::from_name(s)).unwrap_or_else(Isa::detect);
+    let isa = a
+        .get(4)
+        .and_then(|s| Isa::from_name(s))
+        .unwrap_or_else(Isa::detect);
     let chunk: usize = a.get(5).map(|s| s.parse().unwrap()).unwrap_or(usize::MAX);
     let mut fw = Forward::new(2, isa);
     let ids = model.tokenizer.encode(&a[2], true, true);
@@ -29,7 +32,12 @@ fn main() {
                 std::mem::take(&mut next)
             };
             let want = pos == ids.len();
-            let mut b = [BatchEntry { cache: &mut cache, tokens: &toks, want_logits: want, prompt_len: if prefill { ids.len() } else { 0 } }];
+            let mut b = [BatchEntry {
+                cache: &mut cache,
+                tokens: &toks,
+                want_logits: want,
+                prompt_len: if prefill { ids.len() } else { 0 },
+            }];
             model.forward(&mut fw, &mut b).unwrap();
             if want {
                 break;
@@ -38,7 +46,8 @@ fn main() {
         let l = fw.logits(0, nv);
         let mut idx: Vec<usize> = (0..nv).collect();
         idx.sort_by(|&x, &y| l[y].total_cmp(&l[x]));
-        let piece = String::from_utf8_lossy(model.tokenizer.token_to_piece(idx[0] as u32)).into_owned();
+        let piece =
+            String::from_utf8_lossy(model.tokenizer.token_to_piece(idx[0] as u32)).into_owned();
         println!(
             "{step}\t{}\t{:.5}\t{}\t{:.5}\t{}\t{:.5}\t{piece}",
             idx[0], l[idx[0]], idx[1], l[idx[1]], idx[2], l[idx[2]]

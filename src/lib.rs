@@ -10,18 +10,27 @@
 //!   pass, KV cache, sampling, synthetic models.
 //! - `store`: the model store and its redb catalog (the only redb user).
 //! - `worker`: pools, the engine thread and continuous batching.
+//! - `transport`: how the control side reaches a pool (`PoolClient`), with
+//!   the in-process implementation `LocalPool`.
+//! - `control`: admission, placement, sessions, task records, dispatch.
+//! - `api`: HTTP routes, wire shapes, SSE, the OpenAI surface.
+//! - `profile`: wiring a process from its config (`profile::Home`).
 //! - `telemetry`: metric names, the Prometheus recorder, logging, systemd notify.
 //! - `testing`: where tests find the real models (not used by the server).
 //!
 //! The CLI's subcommand bodies live in the binary (`src/cli/`), where
 //! `anyhow` is allowed.
 
+pub mod api;
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod gguf;
 pub mod model;
+pub mod profile;
 pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod transport;
 pub mod worker;

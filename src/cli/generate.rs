@@ -61,16 +61,19 @@ impl Run for Generate {
     fn run(self, _ctx: &Context) -> anyhow::Result<ExitCode> {
         let model = Model::load(&self.model)?;
         let text = if self.chat {
-            let tmpl = model
-                .chat_template
-                .as_ref()
-                .ok_or_else(|| usage(format!("{} has no usable chat template", self.model.display())))?;
+            let tmpl = model.chat_template.as_ref().ok_or_else(|| {
+                usage(format!(
+                    "{} has no usable chat template",
+                    self.model.display()
+                ))
+            })?;
             let mut msgs = Vec::new();
             if let Some(s) = &self.system {
                 msgs.push(ChatMessage::new("system", s.as_str()));
             }
             msgs.push(ChatMessage::new("user", self.prompt.as_str()));
-            tmpl.render(&msgs, true).context("rendering the chat template")?
+            tmpl.render(&msgs, true)
+                .context("rendering the chat template")?
         } else {
             self.prompt.clone()
         };
@@ -79,7 +82,9 @@ impl Run for Generate {
         if prompt.is_empty() {
             return Err(usage("the prompt is empty after tokenization"));
         }
-        let ctx_len = self.engine.ctx_for(&model, prompt.len() + self.max_tokens)?;
+        let ctx_len = self
+            .engine
+            .ctx_for(&model, prompt.len() + self.max_tokens)?;
         let seed = self.seed.unwrap_or_else(rand::random);
         if self.seed.is_none() && self.temperature > 0.0 {
             eprintln!("llorchd: seed {seed}");

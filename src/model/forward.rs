@@ -414,7 +414,15 @@ impl Forward {
             {
                 let k = lw.wo.kernels(isa);
                 let stride = quantize_rows(&k, &s.attn[..n_rows * nq], nq, &mut s.xq);
-                let jobs = [job(isa, &lw.wo, &s.xq, stride, &mut s.proj, ne, Some(&row_quads))];
+                let jobs = [job(
+                    isa,
+                    &lw.wo,
+                    &s.xq,
+                    stride,
+                    &mut s.proj,
+                    ne,
+                    Some(&row_quads),
+                )];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             let n_rows = if last && out_rows.len() != n_tok {
@@ -447,7 +455,15 @@ impl Forward {
                 let k = lw.ffn_gate.kernels(isa);
                 let stride = quantize_rows(&k, &s.xn[..n_rows * ne], ne, &mut s.xq);
                 let jobs = [
-                    job(isa, &lw.ffn_gate, &s.xq, stride, &mut s.gate, nff, ffn_quads),
+                    job(
+                        isa,
+                        &lw.ffn_gate,
+                        &s.xq,
+                        stride,
+                        &mut s.gate,
+                        nff,
+                        ffn_quads,
+                    ),
                     job(isa, &lw.ffn_up, &s.xq, stride, &mut s.up, nff, ffn_quads),
                 ];
                 matmul(&mut self.pool, &jobs, n_rows);
@@ -463,7 +479,15 @@ impl Forward {
             {
                 let k = lw.ffn_down.kernels(isa);
                 let stride = quantize_rows(&k, &s.hidden[..n_rows * nff], nff, &mut s.hq);
-                let jobs = [job(isa, &lw.ffn_down, &s.hq, stride, &mut s.proj, ne, ffn_quads)];
+                let jobs = [job(
+                    isa,
+                    &lw.ffn_down,
+                    &s.hq,
+                    stride,
+                    &mut s.proj,
+                    ne,
+                    ffn_quads,
+                )];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             if let Some(pn) = &lw.post_ffn_norm {
@@ -597,7 +621,11 @@ impl RopeRow {
     fn apply_generic(&self, x: &mut [f32], neox: bool) {
         let n_rot = self.cs.len() * 2;
         for (i, &(c, s)) in self.cs.iter().enumerate() {
-            let (a, b) = if neox { (i, i + n_rot / 2) } else { (2 * i, 2 * i + 1) };
+            let (a, b) = if neox {
+                (i, i + n_rot / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
             let (x0, x1) = (x[a], x[b]);
             x[a] = x0.mul_add(c, -(x1 * s));
             x[b] = x0.mul_add(s, x1 * c);
@@ -698,7 +726,11 @@ fn attend_tiled(
     out: &mut [f32],
 ) {
     let hd = q.len();
-    let first = if window == usize::MAX { 0 } else { (pos + 1).saturating_sub(window) };
+    let first = if window == usize::MAX {
+        0
+    } else {
+        (pos + 1).saturating_sub(window)
+    };
     t.acc.iter_mut().for_each(|a| *a = 0.0);
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0.0f32;

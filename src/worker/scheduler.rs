@@ -148,9 +148,14 @@ pub fn strict_reuse_limit(old_len: usize, new_len: usize) -> usize {
     let (start, _) = ubatch_of(n - 1, n);
     let role = |p: usize, len: usize| {
         let (s0, s1) = ubatch_of(p, len);
-        (s1 - s0 >= 64, p / PREFILL_ALIGN * PREFILL_ALIGN + PREFILL_ALIGN <= s1)
+        (
+            s1 - s0 >= 64,
+            p / PREFILL_ALIGN * PREFILL_ALIGN + PREFILL_ALIGN <= s1,
+        )
     };
-    (start..n).find(|&p| role(p, old_len) != role(p, new_len)).unwrap_or(n)
+    (start..n)
+        .find(|&p| role(p, old_len) != role(p, new_len))
+        .unwrap_or(n)
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -314,7 +319,12 @@ impl Scheduler {
         for (si, slot) in self.slots.iter().enumerate() {
             let Some(r) = &slot.running else { continue };
             if let Some(t) = r.last {
-                plan.push(Planned { slot: si, tokens: vec![t], want: true, prefill: false });
+                plan.push(Planned {
+                    slot: si,
+                    tokens: vec![t],
+                    want: true,
+                    prefill: false,
+                });
             } else {
                 let left = r.task.prompt.len() - r.next_prompt;
                 let n = left.min(chunk_len);
@@ -323,7 +333,12 @@ impl Scheduler {
                 }
                 budget -= n;
                 let chunk = r.task.prompt[r.next_prompt..r.next_prompt + n].to_vec();
-                plan.push(Planned { slot: si, tokens: chunk, want: n == left, prefill: true });
+                plan.push(Planned {
+                    slot: si,
+                    tokens: chunk,
+                    want: n == left,
+                    prefill: true,
+                });
             }
         }
         let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
@@ -347,7 +362,11 @@ impl Scheduler {
                     cache: &mut slot.cache,
                     tokens: &p.tokens,
                     want_logits: p.want,
-                    prompt_len: if p.prefill { slot.running.as_ref().map_or(0, |r| r.task.prompt.len()) } else { 0 },
+                    prompt_len: if p.prefill {
+                        slot.running.as_ref().map_or(0, |r| r.task.prompt.len())
+                    } else {
+                        0
+                    },
                 });
             }
             self.model.forward(&mut self.fw, &mut entries)
