@@ -12,7 +12,7 @@
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ struct Shared {
     stop: AtomicBool,
     /// Per worker: parked (or about to park) and wants an unpark.
     sleeping: Vec<AtomicBool>,
+    /// The caller of the current job, parked until the last worker leaves.
+    caller: Mutex<Option<Thread>>,
+    caller_sleeping: AtomicBool,
     n_threads: usize,
 }
 
@@ -77,8 +80,14 @@ pub struct ThreadPool {
     seq: u32,
 }
 
-/// How long an idle worker spins before parking.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long an idle worker waits for the next job before parking: it spins
+/// for `SPIN`, then yields between checks until `IDLE`. Yielding matters on
+/// a loaded machine, where a spinning worker may share a core with the
+/// thread it waits for.
+const SPIN: Duration = Duration::from_micros(20);
+const IDLE: Duration = Duration::from_micros(500);
+/// How long the caller spins for workers to leave a job before parking.
+const CALLER_SPIN: Duration = Duration::from_micros(20);
 
 impl ThreadPool {
     /// A pool of `n_threads` threads in all (the caller plus `n - 1` workers).
@@ -92,6 +101,8 @@ impl ThreadPool {
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            caller: Mutex::new(None),
+            caller_sleeping: AtomicBool::new(false),
             n_threads: n,
         });
         let workers = (1..n)
@@ -135,26 +146,28 @@ impl ThreadPool {
         let ptr: *const Job =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
         unsafe { *s.job.get() = Some(ptr) };
+        {
+            let mut caller = s.caller.lock().unwrap_or_else(|e| e.into_inner());
+            if caller
+                .as_ref()
+                .is_none_or(|t| t.id() != thread::current().id())
+            {
+                *caller = Some(thread::current());
+            }
+        }
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next_task.store(0, Ordering::Relaxed);
         self.seq = self.seq.wrapping_add(1);
-        s.state.store(u64::from(self.seq) << 32, Ordering::Release);
+        s.state.store(u64::from(self.seq) << 32, Ordering::SeqCst);
         for (i, (_, t)) in self.workers.iter().enumerate() {
-            if s.sleeping[i + 1].swap(false, Ordering::AcqRel) {
+            if s.sleeping[i + 1].swap(false, Ordering::SeqCst) {
                 t.unpark();
             }
         }
         s.work(f);
-        let mut st = s.state.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
-        let mut spins = 0u32;
-        while st & ACTIVE != 0 {
-            spins += 1;
-            if spins < 1 << 12 {
-                std::hint::spin_loop();
-            } else {
-                thread::yield_now();
-            }
-            st = s.state.load(Ordering::Acquire);
+        let st = s.state.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
+        if st & ACTIVE != 0 {
+            wait_for_workers(s);
         }
         unsafe { *s.job.get() = None };
         if s.panicked.swap(false, Ordering::AcqRel) {
@@ -163,12 +176,35 @@ impl ThreadPool {
     }
 }
 
+/// The caller's wait for the workers still inside a closed job: a short
+/// spin (the usual case: a worker finishing its last task), then park until
+/// the last one out unparks it. Spinning longer would, on a loaded machine,
+/// keep a preempted worker that shares our core from finishing.
+fn wait_for_workers(s: &Shared) {
+    let start = Instant::now();
+    let mut i = 0u32;
+    while s.state.load(Ordering::Acquire) & ACTIVE != 0 {
+        i += 1;
+        if i % 64 != 0 || start.elapsed() < CALLER_SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        s.caller_sleeping.store(true, Ordering::SeqCst);
+        // Re-check after announcing, so the last worker's exit is not missed.
+        if s.state.load(Ordering::SeqCst) & ACTIVE != 0 {
+            thread::park_timeout(Duration::from_millis(10));
+        }
+        s.caller_sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
 fn worker(s: Arc<Shared>, ith: usize) {
     let mut seen = 0u32;
     loop {
-        // Wait for a new job: spin, then park.
+        // Wait for a new job: spin, then yield, then park.
         let start = Instant::now();
         let mut st;
+        let mut i = 0u32;
         loop {
             if s.stop.load(Ordering::Acquire) {
                 return;
@@ -178,16 +214,26 @@ fn worker(s: Arc<Shared>, ith: usize) {
                 seen = seq_of(st);
                 break;
             }
-            if start.elapsed() < SPIN {
+            i += 1;
+            if i % 16 != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            s.sleeping[ith].store(true, Ordering::Release);
+            let idle = start.elapsed();
+            if idle < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle < IDLE {
+                thread::yield_now();
+                continue;
+            }
+            s.sleeping[ith].store(true, Ordering::SeqCst);
             // Re-check after announcing, so a new job in between is not missed.
-            if seq_of(s.state.load(Ordering::Acquire)) == seen && !s.stop.load(Ordering::Acquire) {
+            if seq_of(s.state.load(Ordering::SeqCst)) == seen && !s.stop.load(Ordering::Acquire) {
                 thread::park_timeout(Duration::from_millis(50));
             }
-            s.sleeping[ith].store(false, Ordering::Release);
+            s.sleeping[ith].store(false, Ordering::SeqCst);
         }
         // Enter the job unless it is already closed (or replaced).
         let entered = loop {
@@ -207,7 +253,16 @@ fn worker(s: Arc<Shared>, ith: usize) {
         }
         let job = unsafe { (*s.job.get()).expect("job set while open") };
         s.work(unsafe { &*job });
-        s.state.fetch_sub(1, Ordering::AcqRel);
+        let prev = s.state.fetch_sub(1, Ordering::SeqCst);
+        if prev & CLOSED != 0
+            && prev & ACTIVE == 1
+            && s.caller_sleeping.swap(false, Ordering::SeqCst)
+        {
+            // Last one out of a closed job: the caller may be parked.
+            if let Some(t) = s.caller.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                t.unpark();
+            }
+        }
     }
 }
 
