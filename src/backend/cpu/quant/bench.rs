@@ -132,6 +132,45 @@ fn probe_q4_1() {
     println!("{ty} {}: {:.2} GB/s", k.isa(), w.len() as f64 / s / 1e9);
 }
 
+/// Decode streaming with and without software prefetch, alternating in one
+/// process (`PROBE_TYPE`, `PROBE_MB` as for `probe_q4_1`).
+#[test]
+#[ignore]
+fn probe_prefetch() {
+    let env = |k: &str| std::env::var(k).ok();
+    let ty = env("PROBE_TYPE")
+        .and_then(|v| GgmlType::from_name(&v))
+        .unwrap_or(GgmlType::Q4_1);
+    let mb: usize = env("PROBE_MB").and_then(|v| v.parse().ok()).unwrap_or(96);
+    let n = if ty.block_size() == 256 { 1024 } else { 576 };
+    let (w, rows) = weights(ty, n, mb << 20);
+    let rb = row_bytes(ty, n).unwrap();
+    let k = kernels(Isa::detect(), ty).unwrap();
+    let ab = k.act_row_bytes(n).unwrap();
+    let mut acts = vec![0u8; ab];
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    k.quantize_act(&rand_row(&mut rng, n, 0), &mut acts)
+        .unwrap();
+    let mut out = vec![0f32; rows];
+    let mut best = [f64::MAX; 2];
+    for round in 0..20 {
+        let off = round % 2 == 1;
+        super::tile_q32::TEST_NO_PREFETCH.store(off, std::sync::atomic::Ordering::Relaxed);
+        let t = Instant::now();
+        k.gemm(n, &w, rb, rows, &acts, ab, 1, &mut out, rows)
+            .unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        best[usize::from(off)] = best[usize::from(off)].min(dt);
+    }
+    super::tile_q32::TEST_NO_PREFETCH.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gbs = |s: f64| w.len() as f64 / s / 1e9;
+    println!(
+        "{ty} {mb} MiB: prefetch {:.2} GB/s, without {:.2} GB/s",
+        gbs(best[0]),
+        gbs(best[1])
+    );
+}
+
 /// Plain read bandwidth on this machine, for comparison with the kernels.
 #[test]
 #[ignore]

@@ -427,6 +427,22 @@ pub(super) fn panel_bytes() -> usize {
     TEST_PANEL_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// How far ahead of the weights being read the decode path prefetches.
+pub(super) const PREFETCH_AHEAD: usize = 4096;
+
+/// The speed probes compare with and without prefetching.
+#[cfg(test)]
+pub(super) static TEST_NO_PREFETCH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[inline(always)]
+pub(super) fn prefetch_enabled() -> bool {
+    #[cfg(test)]
+    return !TEST_NO_PREFETCH.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(test))]
+    true
+}
+
 /// Rows `r0..r1` against one column, `RD` rows at a time.
 #[inline(always)]
 unsafe fn column<W: Q32, A: Arch, const RD: usize>(
@@ -581,8 +597,21 @@ unsafe fn tile_zmm<W: Q32, const R: usize, const C: usize>(
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut summs = [_mm256_setzero_ps(); C];
         let mut dd = [[[0f32; 8]; C]; 2];
+        // One column (decode) streams weights from memory: prefetch the
+        // tile's bytes a few KiB ahead, which also crosses the page
+        // boundaries that the hardware prefetcher stops at. Rows are
+        // contiguous in the file, so the tile is one linear range.
+        let contiguous = C == 1 && args.w_stride == args.wb && prefetch_enabled();
+        let mut pf = wp[0].wrapping_add(PREFETCH_AHEAD);
         let mut b = 0;
         while b < nb {
+            if contiguous {
+                let end = wp[0].wrapping_add(PREFETCH_AHEAD + (b + 2) * R * W::SIZE);
+                while pf < end {
+                    _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
+                    pf = pf.wrapping_add(64);
+                }
+            }
             let two = b + 1 < nb;
             let steps = if two { 2 } else { 1 };
             for (k, ddk) in dd.iter_mut().enumerate().take(steps) {
