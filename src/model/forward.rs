@@ -364,11 +364,14 @@ impl Forward {
                 let q = &s.q;
                 let work = rows.len() * hp.n_head;
                 let group = hp.n_head / hp.n_head_kv;
-                self.pool.run(&|ith, nth| {
+                // A few tasks per thread, so a descheduled thread holds
+                // up little.
+                let n_tasks = work.min(self.pool.n_threads() * 4);
+                self.pool.run_tasks(n_tasks, &|task| {
                     let mut qh = vec![f16::ZERO; hd];
                     let mut acc = vec![f16::ZERO; hd];
                     let mut tile = TiledScratch::new(hd);
-                    for wi in split_range(work, ith, nth, 1) {
+                    for wi in split_range(work, task, n_tasks, 1) {
                         let (ri, h) = (wi / hp.n_head, wi % hp.n_head);
                         let t = rows[ri];
                         let slot = slots[t];
