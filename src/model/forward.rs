@@ -798,22 +798,95 @@ fn attend(
     }
 }
 
-/// Per-thread buffers of `attend_tiled`.
+/// Keys one task keeps converted per KV head; longer spans convert tile by
+/// tile for each query.
+const TILED_CACHE_KEYS: usize = 4096;
+
+/// One KV head's keys and values as f32, converted once for all the
+/// queries of a task that read them (the heads of a group, the tokens of a
+/// prompt). Keys are transposed per tile: dimension `d` of key `j` of tile
+/// `i` at `k[(i * hd + d) * FA_TILE_KV + j]`; values by position.
+#[derive(Default)]
+struct KvTiles {
+    cache: usize,
+    base: usize,
+    hi: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Per-task buffers of `attend_tiled`.
 struct TiledScratch {
+    heads: Vec<KvTiles>,
+    /// One tile, for spans too long for `heads`.
+    one: KvTiles,
     k: Vec<f32>,
     kq: Vec<f32>,
-    v: Vec<f32>,
+    kq_in: Vec<f32>,
     acc: Vec<f32>,
 }
 
 impl TiledScratch {
     fn new(hd: usize) -> TiledScratch {
         TiledScratch {
+            heads: Vec::new(),
+            one: KvTiles::default(),
             k: vec![0.0; hd],
             kq: vec![0.0; FA_TILE_KV],
-            v: vec![0.0; hd],
+            kq_in: vec![0.0; FA_TILE_KV],
             acc: vec![0.0; hd],
         }
+    }
+}
+
+impl KvTiles {
+    /// Makes keys and values `a..b` available; false when the span is too
+    /// long to keep.
+    #[inline(always)]
+    fn ensure(
+        &mut self,
+        kv: (&[u16], &[u16]),
+        kv_stride: usize,
+        head_off: usize,
+        k_row: &mut [f32],
+        a: usize,
+        b: usize,
+    ) -> bool {
+        use half::slice::HalfFloatSliceExt;
+        let hd = k_row.len();
+        let id = kv.0.as_ptr() as usize;
+        if self.cache != id || a < self.base || a > self.hi {
+            self.cache = id;
+            self.base = a / FA_TILE_KV * FA_TILE_KV;
+            self.hi = a;
+        }
+        if b <= self.hi {
+            return true;
+        }
+        let span = b - self.base;
+        if span > TILED_CACHE_KEYS {
+            return false;
+        }
+        let tiles = span.div_ceil(FA_TILE_KV);
+        if self.k.len() < tiles * hd * FA_TILE_KV {
+            self.k.resize(tiles * hd * FA_TILE_KV, 0.0);
+        }
+        if self.v.len() < span * hd {
+            self.v.resize(tiles * FA_TILE_KV * hd, 0.0);
+        }
+        for p in self.hi..b {
+            let off = p * kv_stride + head_off;
+            let (i, j) = ((p - self.base) / FA_TILE_KV, (p - self.base) % FA_TILE_KV);
+            as_f16(&kv.0[off..off + hd]).convert_to_f32_slice(k_row);
+            let kt = &mut self.k[i * hd * FA_TILE_KV..(i + 1) * hd * FA_TILE_KV];
+            for (d, &x) in k_row.iter().enumerate() {
+                kt[d * FA_TILE_KV + j] = x;
+            }
+            let vo = (p - self.base) * hd;
+            as_f16(&kv.1[off..off + hd]).convert_to_f32_slice(&mut self.v[vo..vo + hd]);
+        }
+        self.hi = b;
+        true
     }
 }
 
@@ -836,56 +909,127 @@ fn attend_tiled(
     t: &mut TiledScratch,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        // SAFETY: the AVX2 and AVX-512 levels include AVX2, FMA and F16C.
+        return unsafe {
+            attend_tiled_fma(
+                isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
+            )
+        };
+    }
+    attend_tiled_body(
+        isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
+    );
+}
+
+/// `attend_tiled_body` compiled with FMA, so `mul_add` is one instruction
+/// and the loops over keys and dimensions vectorize (each lane keeps its
+/// own FMA chain, so the bits do not change).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_tiled_fma(
+    isa: Isa,
+    q: &[f32],
+    k_cache: &[u16],
+    v_cache: &[u16],
+    kv_stride: usize,
+    head_off: usize,
+    pos: usize,
+    window: usize,
+    kq_scale: f32,
+    t: &mut TiledScratch,
+    out: &mut [f32],
+) {
+    attend_tiled_body(
+        isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
+    );
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_tiled_body(
+    isa: Isa,
+    q: &[f32],
+    k_cache: &[u16],
+    v_cache: &[u16],
+    kv_stride: usize,
+    head_off: usize,
+    pos: usize,
+    window: usize,
+    kq_scale: f32,
+    t: &mut TiledScratch,
+    out: &mut [f32],
+) {
     let hd = q.len();
     let first = if window == usize::MAX {
         0
     } else {
         (pos + 1).saturating_sub(window)
     };
-    t.acc.iter_mut().for_each(|a| *a = 0.0);
+    let TiledScratch {
+        heads,
+        one,
+        k: k_row,
+        kq,
+        kq_in,
+        acc,
+    } = t;
+    let kvh = head_off / hd;
+    if heads.len() <= kvh {
+        heads.resize_with(kvh + 1, KvTiles::default);
+    }
+    let kv = (k_cache, v_cache);
+    let kept = heads[kvh].ensure(kv, kv_stride, head_off, k_row, first, pos + 1);
+    acc.iter_mut().for_each(|a| *a = 0.0);
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
     let mut tile0 = first / FA_TILE_KV * FA_TILE_KV;
     while tile0 <= pos {
-        // Scores for the tile; masked and out-of-range keys are -inf.
-        for j in 0..FA_TILE_KV {
-            let p = tile0 + j;
-            t.kq[j] = if p < first || p > pos {
-                f32::NEG_INFINITY
+        // Keys of this tile the query sees: tile0 + (j0..j1).
+        let (j0, j1) = (first.max(tile0) - tile0, (pos + 1 - tile0).min(FA_TILE_KV));
+        let (kt, vt, vbase) = if kept {
+            let h = &heads[kvh];
+            let i = (tile0 - h.base) / FA_TILE_KV;
+            let kt = &h.k[i * hd * FA_TILE_KV..(i + 1) * hd * FA_TILE_KV];
+            (kt, &h.v[..], h.base)
+        } else {
+            // Too long to keep: this tile alone, for this query.
+            one.cache = 0;
+            one.ensure(kv, kv_stride, head_off, k_row, tile0 + j0, tile0 + j1);
+            (&one.k[..hd * FA_TILE_KV], &one.v[..], tile0)
+        };
+        kq.iter_mut().for_each(|x| *x = 0.0);
+        for (d, &qd) in q.iter().enumerate() {
+            let row = &kt[d * FA_TILE_KV + j0..d * FA_TILE_KV + j1];
+            for (a, &kd) in kq[j0..j1].iter_mut().zip(row) {
+                *a = kd.mul_add(qd, *a);
+            }
+        }
+        for (j, x) in kq.iter_mut().enumerate() {
+            *x = if (j0..j1).contains(&j) {
+                *x * kq_scale
             } else {
-                let off = p * kv_stride + head_off;
-                for (d, &b) in t.k.iter_mut().zip(&k_cache[off..off + hd]) {
-                    *d = f16::from_bits(b).to_f32();
-                }
-                let mut kq = 0.0f32;
-                for (&kd, &qd) in t.k.iter().zip(q) {
-                    kq = kd.mul_add(qd, kq);
-                }
-                kq * kq_scale
+                f32::NEG_INFINITY
             };
         }
-        let tile_max = t.kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if tile_max != f32::NEG_INFINITY {
             let m_new = m.max(tile_max);
             if m_new > m {
                 let ms = (m - m_new).exp();
-                vec::vec_scale_f32(&mut t.acc, ms);
+                vec::vec_scale_f32(acc, ms);
                 sum *= ms;
             }
             m = m_new;
-            let kq_in = t.kq.clone();
-            sum = (sum as f64 + vec::soft_max_f32(isa, &mut t.kq, &kq_in, m_new)) as f32;
-            for j in 0..FA_TILE_KV {
-                let p = tile0 + j;
-                if p < first || p > pos {
-                    continue; // weight 0: ggml's FMA adds exactly nothing
-                }
-                let off = p * kv_stride + head_off;
-                for (d, &b) in t.v.iter_mut().zip(&v_cache[off..off + hd]) {
-                    *d = f16::from_bits(b).to_f32();
-                }
-                let w = t.kq[j];
-                for (a, &vd) in t.acc.iter_mut().zip(&t.v) {
+            kq_in.copy_from_slice(kq);
+            sum = (sum as f64 + vec::soft_max_f32(isa, kq, kq_in, m_new)) as f32;
+            // Keys outside j0..j1 weigh 0: ggml's FMA adds exactly nothing.
+            for j in j0..j1 {
+                let vo = (tile0 + j - vbase) * hd;
+                let w = kq[j];
+                for (a, &vd) in acc.iter_mut().zip(&vt[vo..vo + hd]) {
                     *a = vd.mul_add(w, *a);
                 }
             }
@@ -893,7 +1037,7 @@ fn attend_tiled(
         tile0 += FA_TILE_KV;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(&t.acc) {
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
         *o = a * inv;
     }
 }
@@ -902,3 +1046,7 @@ fn as_f16(bits: &[u16]) -> &[f16] {
     // Safety: f16 is a transparent wrapper over u16.
     unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const f16, bits.len()) }
 }
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;
