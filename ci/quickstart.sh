@@ -21,3 +21,9 @@ else
   "$bin" models stage "$model" --id smollm2 --sha256 "$sha"
 fi
 "$bin" models list
+
+# A real prompt through the engine, streamed to the terminal.
+prompt="${1:-Give me three tips for staying healthy.}"
+echo "> $prompt" >&2
+"$bin" generate --model "$("$bin" models path smollm2)" \
+  --chat --prompt "$prompt" --max-tokens 64 --temperature 0

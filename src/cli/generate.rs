@@ -80,7 +80,7 @@ impl Run for Generate {
         }
         let ctx_len = self.engine.ctx_for(&model, prompt.len() + self.max_tokens)?;
         let seed = self.seed.unwrap_or_else(rand::random);
-        if self.seed.is_none() {
+        if self.seed.is_none() && self.temperature > 0.0 {
             eprintln!("llorchd: seed {seed}");
         }
         let params = DecodeParams {

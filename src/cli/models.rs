@@ -36,6 +36,8 @@ enum ModelsCommand {
     Activate(IdArg),
     /// Remove a model from the catalog and delete its file.
     Remove(IdArg),
+    /// Print the path of a staged model's file.
+    Path(IdArg),
     /// Write a synthetic model GGUF (random weights) of any shape and tensor type.
     Synth(synth::Synth),
 }
@@ -50,6 +52,7 @@ impl Run for Models {
             ModelsCommand::Retire(c) => set_state(ctx, &c.id, ModelState::Retired),
             ModelsCommand::Activate(c) => set_state(ctx, &c.id, ModelState::Active),
             ModelsCommand::Remove(c) => remove(ctx, &c.id),
+            ModelsCommand::Path(c) => path(ctx, &c.id),
             ModelsCommand::Synth(c) => c.run(ctx),
         }
     }
@@ -414,6 +417,16 @@ fn set_state(ctx: &Context, id: &str, state: ModelState) -> anyhow::Result<ExitC
     let cat = open_catalog(ctx)?;
     let e = cat.set_state(id, state).map_err(store_error)?;
     println!("{}: {}", e.id, e.state);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
+    let cat = open_catalog(ctx)?;
+    let e = cat
+        .get(id)
+        .map_err(store_error)?
+        .ok_or_else(|| anyhow::anyhow!("no model {id:?} in the catalog"))?;
+    println!("{}", cat.model_path(&e).display());
     Ok(ExitCode::SUCCESS)
 }
 

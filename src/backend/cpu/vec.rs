@@ -53,21 +53,22 @@ fn hsum8(v: &[f32; 8]) -> f32 {
 
 /// ggml's `GGML_F32_VEC_REDUCE` over 4 accumulators of `W` lanes.
 #[inline(always)]
-fn reduce_arr<const W: usize>(mut s: [[f32; W]; 4]) -> f32 {
+fn reduce_arr<const W: usize>(s: [[f32; W]; 4]) -> f32 {
+    let [mut s0, mut s1, s2, s3] = s;
     for l in 0..W {
-        s[0][l] += s[2][l];
-        s[1][l] += s[3][l];
+        s0[l] += s2[l];
+        s1[l] += s3[l];
     }
-    for l in 0..W {
-        s[0][l] += s[1][l];
+    for (a, b) in s0.iter_mut().zip(&s1) {
+        *a += b;
     }
     if W == 16 {
         let mut v = [0f32; 16];
-        v.copy_from_slice(&s[0][..16]);
+        v.copy_from_slice(&s0[..16]);
         reduce16(&v)
     } else {
         let mut v = [0f32; 8];
-        v.copy_from_slice(&s[0][..8]);
+        v.copy_from_slice(&s0[..8]);
         reduce8(&v)
     }
 }
@@ -98,7 +99,11 @@ fn dot_emul<const W: usize>(
     let r = reduce_arr::<W>(s);
     if f32_tail {
         let mut sumf = r;
-        for k in np..n {
+        let fused_from = f32_tail_fused_from(np, n);
+        for k in np..fused_from {
+            sumf += x(k) * y(k);
+        }
+        for k in fused_from..n {
             sumf = x(k).mul_add(y(k), sumf);
         }
         sumf
@@ -109,6 +114,21 @@ fn dot_emul<const W: usize>(
         }
         sumf as f32
     }
+}
+
+/// Where `ggml_vec_dot_f32`'s tail `sumf += x[i]*y[i]` switches from
+/// unfused to fused arithmetic. GCC vectorizes the tail's multiplies in
+/// chunks of 16 and then one of 8 (adding the products one by one, in
+/// order), and contracts only the last fewer-than-8 elements into FMAs
+/// (checked against llama.cpp's AVX-512 build).
+#[inline(always)]
+pub(crate) fn f32_tail_fused_from(np: usize, n: usize) -> usize {
+    let t = n - np;
+    let mut unfused = t / 16 * 16;
+    if t - unfused >= 8 {
+        unfused += 8;
+    }
+    np + unfused
 }
 
 fn lanes_of(isa: Isa) -> usize {
@@ -400,7 +420,9 @@ pub(crate) fn v_expf_256(x: f32) -> f32 {
         )
         .mul_add(u, f32::from_bits(0x3f7f_fff6) * b);
     let an = n.abs();
-    if !(an > 126.0) {
+    // `an > 126` is false for NaN too, as the vector compare is.
+    let big = an > 126.0;
+    if !big {
         return j.mul_add(k, k);
     }
     let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
@@ -504,11 +526,19 @@ pub fn gelu_f32_exact(x: f32) -> f32 {
 }
 
 /// ggml's `ggml_table_gelu_f16`: gelu of every f16 value, rounded to f16.
-fn gelu_table() -> &'static [u16] {
+pub(crate) fn gelu_table() -> &'static [u16] {
     static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
-            .map(|i| f16::from_f32(gelu_f32_exact(f16::from_bits(i).to_f32())).to_bits())
+            .map(|i| {
+                let g = gelu_f32_exact(f16::from_bits(i).to_f32());
+                if g.is_nan() {
+                    // ggml's software FP32_TO_FP16 canonicalizes NaN payloads.
+                    ((g.to_bits() >> 16) as u16 & 0x8000) | 0x7e00
+                } else {
+                    f16::from_f32(g).to_bits()
+                }
+            })
             .collect()
     })
 }

@@ -204,5 +204,5 @@ fn rms_norm_sums_in_f64() {
     let mut y = [0f32; 2];
     rms_norm_mul(&mut y, &x, &[2.0, -1.0], 0.5);
     let s = 1.0 / 13f32.sqrt();
-    assert_eq!(y, [3.0 * s * 2.0, 4.0 * s * -1.0]);
+    assert_eq!(y, [3.0 * s * 2.0, -(4.0 * s)]);
 }

@@ -47,6 +47,24 @@ unsafe fn reduce16(v: __m512) -> f32 {
     }
 }
 
+/// `ggml_vec_dot_f32`'s tail; see `super::f32_tail_fused_from`.
+#[inline(always)]
+unsafe fn f32_tail(sumf: &mut f32, np: usize, n: usize, x: *const f32, y: *const f32) {
+    unsafe {
+        let fused_from = super::f32_tail_fused_from(np, n);
+        // Rows from the file need not be 4-byte aligned.
+        for k in np..fused_from {
+            *sumf += x.add(k).read_unaligned() * y.add(k).read_unaligned();
+        }
+        for k in fused_from..n {
+            *sumf = x
+                .add(k)
+                .read_unaligned()
+                .mul_add(y.add(k).read_unaligned(), *sumf);
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f32_256(n: usize, x: *const f32, y: *const f32) -> f32 {
     unsafe {
@@ -64,9 +82,7 @@ unsafe fn dot_f32_256(n: usize, x: *const f32, y: *const f32) -> f32 {
         let s0 = _mm256_add_ps(s[0], s[2]);
         let s1 = _mm256_add_ps(s[1], s[3]);
         let mut sumf = reduce8(_mm256_add_ps(s0, s1));
-        for k in np..n {
-            sumf = (*x.add(k)).mul_add(*y.add(k), sumf);
-        }
+        f32_tail(&mut sumf, np, n, x, y);
         sumf
     }
 }
@@ -88,9 +104,7 @@ unsafe fn dot_f32_512(n: usize, x: *const f32, y: *const f32) -> f32 {
         let s0 = _mm512_add_ps(s[0], s[2]);
         let s1 = _mm512_add_ps(s[1], s[3]);
         let mut sumf = reduce16(_mm512_add_ps(s0, s1));
-        for k in np..n {
-            sumf = (*x.add(k)).mul_add(*y.add(k), sumf);
-        }
+        f32_tail(&mut sumf, np, n, x, y);
         sumf
     }
 }
@@ -113,7 +127,8 @@ unsafe fn dot_f16_256(n: usize, x: *const u16, y: *const u16) -> f32 {
         let s1 = _mm256_add_ps(s[1], s[3]);
         let mut sumf = reduce8(_mm256_add_ps(s0, s1)) as f64;
         for k in np..n {
-            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            let p = f16::from_bits(x.add(k).read_unaligned()).to_f32()
+                * f16::from_bits(y.add(k).read_unaligned()).to_f32();
             sumf += p as f64;
         }
         sumf as f32
@@ -138,7 +153,8 @@ unsafe fn dot_f16_512(n: usize, x: *const u16, y: *const u16) -> f32 {
         let s1 = _mm512_add_ps(s[1], s[3]);
         let mut sumf = reduce16(_mm512_add_ps(s0, s1)) as f64;
         for k in np..n {
-            let p = f16::from_bits(*x.add(k)).to_f32() * f16::from_bits(*y.add(k)).to_f32();
+            let p = f16::from_bits(x.add(k).read_unaligned()).to_f32()
+                * f16::from_bits(y.add(k).read_unaligned()).to_f32();
             sumf += p as f64;
         }
         sumf as f32
@@ -187,8 +203,8 @@ pub(super) unsafe fn scale_f16(y: &mut [f16], v: f32) {
             );
             i += 8;
         }
-        for k in i..n {
-            y[k] = f16::from_f32(y[k].to_f32() * v);
+        for yk in &mut y[i..] {
+            *yk = f16::from_f32(yk.to_f32() * v);
         }
     }
 }

@@ -1,7 +1,97 @@
-//! AVX2 + FMA kernels (filled in below).
-use super::{DotFn, GemmFn};
+//! AVX2 + FMA (+ F16C) kernels: ggml's x86 arithmetic with 256-bit integer
+//! dot products (`maddubs` + `madd`).
+
+use super::gemm::{gemm_by_dot_scalar, GemmArgs};
+use super::simd::Avx2;
+use super::{dot_scalar, tile_q32, tile_qk, DotFn, GemmFn};
+use crate::backend::cpu::{vec, Isa};
 use crate::gguf::GgmlType;
 
-pub(super) fn select(_weight: GgmlType) -> Option<(DotFn, GemmFn)> {
-    None
+/// Runs a gemm kernel on one pair (the `vec_dot` entry point).
+///
+/// # Safety
+/// As for `DotFn`: `w`, `a` hold `nb` blocks; `g`'s ISA is available.
+#[inline(always)]
+pub(super) unsafe fn single(nb: usize, w: &[u8], a: &[u8], g: GemmFn, dot: DotFn) -> f32 {
+    let args = GemmArgs {
+        nb,
+        wb: w.len(),
+        ab: a.len(),
+        dot,
+        w,
+        w_stride: w.len(),
+        nr: 1,
+        acts: a,
+        act_stride: a.len(),
+        nc: 1,
+        out_stride: 1,
+    };
+    let mut out = [0f32];
+    unsafe { g(&args, &mut out) };
+    out[0]
+}
+
+macro_rules! q32 {
+    ($gemm:ident, $dot:ident, $ty:ident, $scalar:path) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $gemm(args: &GemmArgs<'_>, out: &mut [f32]) {
+            unsafe { tile_q32::gemm::<tile_q32::$ty, Avx2, 8, 4, 2>(args, out) }
+        }
+        unsafe fn $dot(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+            unsafe { single(nb, w, a, $gemm, $scalar) }
+        }
+    };
+}
+
+q32!(gemm_q4_0, dot_q4_0, Q4_0, dot_scalar::q4_0);
+q32!(gemm_q4_1, dot_q4_1, Q4_1, dot_scalar::q4_1);
+q32!(gemm_q5_0, dot_q5_0, Q5_0, dot_scalar::q5_0);
+q32!(gemm_q5_1, dot_q5_1, Q5_1, dot_scalar::q5_1);
+q32!(gemm_q8_0, dot_q8_0, Q8_0, dot_scalar::q8_0);
+
+macro_rules! qk {
+    ($gemm:ident, $dot:ident, $ty:ident, $scalar:path) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $gemm(args: &GemmArgs<'_>, out: &mut [f32]) {
+            unsafe { tile_qk::gemm::<tile_qk::$ty, Avx2, 2>(args, out) }
+        }
+        unsafe fn $dot(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+            unsafe { single(nb, w, a, $gemm, $scalar) }
+        }
+    };
+}
+
+qk!(gemm_q2_k, dot_q2_k, Q2K, dot_scalar::q2_k);
+qk!(gemm_q3_k, dot_q3_k, Q3K, dot_scalar::q3_k);
+qk!(gemm_q4_k, dot_q4_k, Q4K, dot_scalar::q4_k);
+qk!(gemm_q5_k, dot_q5_k, Q5K, dot_scalar::q5_k);
+qk!(gemm_q6_k, dot_q6_k, Q6K, dot_scalar::q6_k);
+
+pub(super) fn select(weight: GgmlType) -> Option<(DotFn, GemmFn)> {
+    use GgmlType::*;
+    Some(match weight {
+        Q4_0 => (dot_q4_0, gemm_q4_0),
+        Q4_1 => (dot_q4_1, gemm_q4_1),
+        Q5_0 => (dot_q5_0, gemm_q5_0),
+        Q5_1 => (dot_q5_1, gemm_q5_1),
+        Q8_0 => (dot_q8_0, gemm_q8_0),
+        Q2_K => (dot_q2_k, gemm_q2_k),
+        Q3_K => (dot_q3_k, gemm_q3_k),
+        Q4_K => (dot_q4_k, gemm_q4_k),
+        Q5_K => (dot_q5_k, gemm_q5_k),
+        Q6_K => (dot_q6_k, gemm_q6_k),
+        F32 => (
+            |nb, w, a| vec::dot_f32_bytes(Isa::Avx2, nb, w, a),
+            gemm_by_dot_scalar,
+        ),
+        F16 => (
+            |nb, w, a| vec::dot_f16_bytes(Isa::Avx2, nb, w, a),
+            gemm_by_dot_scalar,
+        ),
+        BF16 => (
+            |nb, w, a| vec::dot_bf16_bytes(Isa::Avx2, nb, w, a),
+            gemm_by_dot_scalar,
+        ),
+        _ => return None,
+    })
 }

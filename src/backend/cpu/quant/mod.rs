@@ -15,6 +15,8 @@
 //! point checks lengths and types and returns [`QuantError`] rather than
 //! panicking.
 
+#[cfg(test)]
+mod bench;
 mod blocks;
 mod dequant;
 #[cfg(target_arch = "x86_64")]
@@ -25,8 +27,14 @@ mod dot_scalar;
 mod gemm;
 mod quantize_act;
 mod quantize_ref;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod tile_q32;
+#[cfg(target_arch = "x86_64")]
+mod tile_qk;
 
 use super::isa::Isa;
 use super::vec;
@@ -87,7 +95,7 @@ pub fn activation_type(weight: GgmlType) -> Result<GgmlType, QuantError> {
 /// Bytes in a row of `n` elements of `ty`, checking that `n` is whole blocks.
 pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::RaggedRow { ty, n, block });
     }
     Ok(n / block * ty.type_size())

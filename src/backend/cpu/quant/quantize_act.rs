@@ -92,7 +92,7 @@ fn q8_x86_block(x: &[f32], y: &mut [u8], off_d: usize, off_s: Option<usize>, off
 /// give `i32::MIN` (the "integer indefinite" value).
 #[inline(always)]
 fn cvtps_epi32(v: f32) -> i32 {
-    if v.is_nan() || v >= 2_147_483_648.0 || v < -2_147_483_648.0 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         i32::MIN
     } else {
         v as i32

@@ -520,6 +520,7 @@ fn q3_k_block(x: &[f32], y: &mut [u8]) {
 
 /// Shared by Q4_K (`nmax` 15) and Q5_K (`nmax` 31): per-32 scales and mins,
 /// packed 6-bit, then the quants `l` in `0..=nmax`.
+#[allow(clippy::too_many_arguments)]
 fn k_scales_mins(
     x: &[f32],
     y: &mut [u8],

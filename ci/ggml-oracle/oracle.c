@@ -1,0 +1,135 @@
+// Golden values from llama.cpp's own ggml-cpu build, for
+// src/backend/cpu/quant/testdata/ggml_golden.txt. Not part of the product:
+// build and run it with ./run.sh against a llama.cpp CPU build (see there).
+//
+// Inputs come from a splitmix64 stream that the Rust test regenerates
+// exactly, so only hashes and result bits are recorded.
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ggml.h"
+#include "ggml-cpu.h"
+
+typedef double ggml_float;
+void ggml_vec_dot_f16(int n, float *s, size_t bs, ggml_fp16_t *x, size_t bx, ggml_fp16_t *y, size_t by, int nrc);
+ggml_float ggml_vec_soft_max_f32(const int n, float *y, const float *x, float max);
+void ggml_vec_silu_f32(const int n, float *y, const float *x);
+void ggml_vec_swiglu_f32(const int n, float *y, const float *x, const float *g);
+extern ggml_fp16_t ggml_table_gelu_f16[1 << 16];
+
+static uint64_t sm(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// Uniform in [-1, 1), exactly representable.
+static float uf(uint64_t *s) { return (float)(sm(s) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f; }
+
+static void gen_row(uint64_t seed, int n, int kind, float *x) {
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) x[i] = uf(&s);
+    switch (kind) {
+    case 1: for (int i = 0; i < n; i++) x[i] *= 1e-3f; break;
+    case 2: for (int i = 0; i < n; i++) x[i] *= 3000.0f; break;
+    case 3: for (int i = 0; i < n; i++) if ((i / 32) % 2 == 0) x[i] = 0.0f; break;
+    case 4: x[(seed * 7) % (uint64_t)n] = 40.0f; break;
+    case 5: for (int i = 0; i < n; i++) if ((i / 64) % 2 == 0) x[i] = 0.25f; break;
+    case 6:
+        // Half-integers with a block maximum of 127: the Q8 multiplier is 1,
+        // so every element is a rounding tie.
+        for (int i = 0; i < n; i++) x[i] = (float)((int)(sm(&s) % 255) - 127) * 0.5f;
+        for (int i = 0; i < n; i += 32) x[i] = 127.0f;
+        break;
+    }
+}
+
+static uint64_t fnv(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 0x100000001b3ULL; }
+    return h;
+}
+
+static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+int main(void) {
+    ggml_cpu_init();
+    const enum ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+                                    GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K,
+                                    GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_F16,  GGML_TYPE_BF16,
+                                    GGML_TYPE_F32};
+    const int ns[] = {256, 2304, 4096};
+    float *x = malloc(4096 * 4), *y = malloc(4096 * 4), *d = malloc(4096 * 4);
+    uint8_t *wq = malloc(4096 * 8), *aq = malloc(4096 * 8);
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        enum ggml_type ty = types[t];
+        const struct ggml_type_traits *tr = ggml_get_type_traits(ty);
+        const struct ggml_type_traits_cpu *tc = ggml_get_type_traits_cpu(ty);
+        enum ggml_type at = tc->vec_dot_type;
+        const struct ggml_type_traits_cpu *ta = ggml_get_type_traits_cpu(at);
+        for (int ni = 0; ni < 3; ni++) {
+            int n = ns[ni];
+            if (ty == GGML_TYPE_F16 || ty == GGML_TYPE_BF16 || ty == GGML_TYPE_F32) n -= 3 * ni + 1;
+            for (int kind = 0; kind < 7; kind++) {
+                uint64_t seed = 1000 * t + 100 * ni + kind;
+                gen_row(seed, n, kind, x);
+                gen_row(seed + 50, n, (kind + 1) % 7, y);
+                size_t wb = ggml_row_size(ty, n), ab = ggml_row_size(at, n);
+                if (ty == GGML_TYPE_F32) memcpy(wq, x, wb);
+                else tr->from_float_ref(x, wq, n);
+                ta->from_float(y, aq, n);
+                float s = 0;
+                tc->vec_dot(n, &s, 0, wq, 0, aq, 0, 1);
+                if (ty == GGML_TYPE_F32) memcpy(d, wq, wb);
+                else tr->to_float(wq, d, n);
+                printf("dot %s %d %d %016llx %016llx %08x %016llx\n", ggml_type_name(ty), n, kind,
+                       (unsigned long long)fnv(wq, wb), (unsigned long long)fnv(aq, ab), bits(s),
+                       (unsigned long long)fnv(d, 4 * (size_t)n));
+            }
+        }
+    }
+    // Activation quantizers on their own, including Q8_K.
+    const enum ggml_type acts[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q8_1, GGML_TYPE_Q8_K};
+    for (int a = 0; a < 3; a++) {
+        for (int kind = 0; kind < 7; kind++) {
+            int n = 1024;
+            gen_row(77 + kind, n, kind, x);
+            ggml_get_type_traits_cpu(acts[a])->from_float(x, aq, n);
+            size_t ab = ggml_row_size(acts[a], n);
+            // ggml has no dequantizer for Q8_1: record zeros there.
+            if (ggml_get_type_traits(acts[a])->to_float) ggml_get_type_traits(acts[a])->to_float(aq, d, n);
+            else memset(d, 0, 4 * (size_t)n);
+            printf("act %s %d %d %016llx %016llx\n", ggml_type_name(acts[a]), n, kind,
+                   (unsigned long long)fnv(aq, ab), (unsigned long long)fnv(d, 4 * (size_t)n));
+        }
+    }
+    // f16 attention dot, softmax, silu, swiglu.
+    for (int n = 1; n <= 300; n += 37) {
+        gen_row(500 + n, n, 0, x);
+        gen_row(600 + n, n, 2, y);
+        ggml_fp16_t *hx = (ggml_fp16_t *)wq, *hy = (ggml_fp16_t *)aq;
+        for (int i = 0; i < n; i++) { hx[i] = ggml_fp32_to_fp16(x[i] * 4.0f); hy[i] = ggml_fp32_to_fp16(y[i] * 1e-3f); }
+        float s = 0;
+        ggml_vec_dot_f16(n, &s, 0, hx, 0, hy, 0, 1);
+        printf("dotf16 %d %08x\n", n, bits(s));
+        for (int i = 0; i < n; i++) x[i] *= 20.0f;
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++) if (x[i] > max) max = x[i];
+        double sum = ggml_vec_soft_max_f32(n, d, x, max);
+        uint64_t sb; memcpy(&sb, &sum, 8);
+        printf("softmax %d %016llx %016llx\n", n, (unsigned long long)fnv(d, 4 * (size_t)n), (unsigned long long)sb);
+        for (int i = 0; i < n; i++) x[i] *= 0.5f;
+        ggml_vec_silu_f32(n, d, x);
+        printf("silu %d %016llx\n", n, (unsigned long long)fnv(d, 4 * (size_t)n));
+        ggml_vec_swiglu_f32(n, d, x, y);
+        printf("swiglu %d %016llx\n", n, (unsigned long long)fnv(d, 4 * (size_t)n));
+    }
+    printf("gelutable %016llx\n", (unsigned long long)fnv(ggml_table_gelu_f16, sizeof(ggml_table_gelu_f16)));
+    return 0;
+}
