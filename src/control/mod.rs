@@ -4,6 +4,9 @@
 //!
 //! - `node_registry`: node states, heartbeats, the index of model holders.
 //! - `node_placement`: which node's pool runs a task.
+//! - `nodes`: [`nodes::NodeService`], the registry persisted, swept and
+//!   measured.
 
 pub mod node_placement;
 pub mod node_registry;
+pub mod nodes;

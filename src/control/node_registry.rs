@@ -629,6 +629,22 @@ impl NodeRegistry {
         }
     }
 
+    /// Put back changes that could not be written; the next
+    /// [`NodeRegistry::take_changes`] returns them again (with the nodes'
+    /// current records).
+    pub fn requeue(&mut self, failed: Changes) {
+        for rec in failed.put {
+            if let Some(&slot) = self.ids.get(&rec.node_id) {
+                self.dirty.insert(slot);
+            }
+        }
+        for id in failed.remove {
+            if !self.ids.contains_key(&id) && !self.removed.contains(&id) {
+                self.removed.push(id);
+            }
+        }
+    }
+
     pub fn get(&self, node_id: &str) -> Option<&NodeEntry> {
         self.ids.get(node_id).and_then(|&s| self.slots[s].as_ref())
     }
