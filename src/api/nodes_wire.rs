@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::validate_id;
+use crate::config::{validate_base_url, validate_id};
 use crate::control::node_registry::{
     Heartbeat, ModelHolder, NodeEntry, NodeReport, Now, Registration,
 };
@@ -53,6 +53,12 @@ pub struct PoolWire {
     pub vram_total_bytes: u64,
     #[serde(default)]
     pub vram_free_bytes: u64,
+    /// Measured milliseconds per decode step (0 before the first).
+    #[serde(default)]
+    pub decode_step_ms: f64,
+    /// Measured prompt tokens per second (0 before the first).
+    #[serde(default)]
+    pub prefill_tps: f64,
 }
 
 fn cpu() -> String {
@@ -185,23 +191,6 @@ fn check_text(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A base URL a control plane can dispatch to: `http(s)://host[:port]`,
-/// nothing after the authority but an optional `/`.
-pub fn validate_address(address: &str) -> Result<(), String> {
-    check_text("address", address)?;
-    let rest = address
-        .strip_prefix("http://")
-        .or_else(|| address.strip_prefix("https://"))
-        .ok_or_else(|| format!("address {address:?} must start with http:// or https://"))?;
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!(
-            "address {address:?} must be a base URL like http://host:port"
-        ));
-    }
-    Ok(())
-}
-
 impl ReportWire {
     pub fn validate(&self) -> Result<(), String> {
         if self.gpus.len() > MAX_GPUS {
@@ -258,7 +247,8 @@ impl RegisterRequest {
         }
         check_text("instance_id", &self.instance_id)?;
         check_text("version", &self.version)?;
-        validate_address(&self.address)?;
+        check_text("address", &self.address)?;
+        validate_base_url(&self.address).map_err(|m| format!("address {m}"))?;
         self.report.validate()
     }
 
@@ -324,6 +314,8 @@ impl From<PoolWire> for PoolRecord {
             device: p.device,
             vram_total_bytes: p.vram_total_bytes,
             vram_free_bytes: p.vram_free_bytes,
+            decode_step_ms: p.decode_step_ms,
+            prefill_tps: p.prefill_tps,
         }
     }
 }
@@ -342,6 +334,8 @@ impl From<&PoolRecord> for PoolWire {
             device: p.device.clone(),
             vram_total_bytes: p.vram_total_bytes,
             vram_free_bytes: p.vram_free_bytes,
+            decode_step_ms: p.decode_step_ms,
+            prefill_tps: p.prefill_tps,
         }
     }
 }

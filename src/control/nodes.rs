@@ -335,6 +335,8 @@ mod tests {
                     device: "cpu".into(),
                     vram_total_bytes: 0,
                     vram_free_bytes: 0,
+                    decode_step_ms: 0.0,
+                    prefill_tps: 0.0,
                 }],
                 models: vec![],
                 draining: false,

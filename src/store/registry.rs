@@ -54,6 +54,12 @@ pub struct PoolRecord {
     pub device: String,
     pub vram_total_bytes: u64,
     pub vram_free_bytes: u64,
+    /// Measured milliseconds per decode step (0 before the first).
+    #[serde(default)]
+    pub decode_step_ms: f64,
+    /// Measured prompt tokens per second (0 before the first).
+    #[serde(default)]
+    pub prefill_tps: f64,
 }
 
 /// A model staged in a node's store (whether or not a pool serves it).
@@ -231,6 +237,8 @@ mod tests {
                 device: "cpu".into(),
                 vram_total_bytes: 0,
                 vram_free_bytes: 0,
+                decode_step_ms: 0.0,
+                prefill_tps: 0.0,
             }],
             models: vec![StagedModelRecord {
                 model_id: "smollm2".into(),

@@ -16,6 +16,8 @@ fn pool(id: &str, model: &str, busy: u64) -> PoolRecord {
         device: "cpu".into(),
         vram_total_bytes: 0,
         vram_free_bytes: 0,
+        decode_step_ms: 0.0,
+        prefill_tps: 0.0,
     }
 }
 
