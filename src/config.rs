@@ -875,13 +875,17 @@ slots = 4
         load_text(&ok, &no_env).unwrap();
         let bad = format!("{base}control_urls = [\"cp:8080\"]\n");
         let e = load_text(&bad, &no_env).unwrap_err().to_string();
-        assert!(e.contains("cloud.control_urls") && e.contains("line 5"), "{e}");
+        assert!(
+            e.contains("cloud.control_urls") && e.contains("line 5"),
+            "{e}"
+        );
         let bad = format!("{base}control_urls = [\"http://cp/x\"]\n");
         assert!(load_text(&bad, &no_env).is_err());
         let env = |k: &str| (k == "LLORCH_ADVERTISE_URL").then(|| "10.0.0.7:9000".to_string());
         let e = load_text(&ok, &env).unwrap_err().to_string();
         assert!(e.contains("cloud.advertise_url"), "{e}");
-        let env = |k: &str| (k == "LLORCH_ADVERTISE_URL").then(|| "http://10.0.0.7:9000".to_string());
+        let env =
+            |k: &str| (k == "LLORCH_ADVERTISE_URL").then(|| "http://10.0.0.7:9000".to_string());
         load_text(&ok, &env).unwrap();
     }
 

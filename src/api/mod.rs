@@ -5,3 +5,6 @@
 
 pub mod nodes;
 pub mod nodes_wire;
+
+#[cfg(test)]
+mod nodes_tests;
