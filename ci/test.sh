@@ -13,6 +13,20 @@ cd "$(dirname "$0")/.."
 command -v promtool >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
+# tests/nix_module.rs checks the flake and the NixOS module: nix-instantiate
+# (Debian's nix-bin; it parses and evaluates, nixpkgs cannot be fetched
+# here), systemd-analyze, jq (the module's staging script) and shellcheck.
+need_nix=()
+command -v nix-instantiate >/dev/null || need_nix+=(nix-bin)
+command -v systemd-analyze >/dev/null || need_nix+=(systemd)
+command -v jq >/dev/null || need_nix+=(jq)
+command -v shellcheck >/dev/null || need_nix+=(shellcheck)
+if [ ${#need_nix[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${need_nix[*]}" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_nix[@]}" >&2
+fi
 export LLORCH_MODEL_CACHE="${LLORCH_MODEL_CACHE:-$HOME/.cache/llorchd/models}"
 
 need_apt=()

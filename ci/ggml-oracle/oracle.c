@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "ggml.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
 #include "ggml-cpu.h"
 
 typedef double ggml_float;
@@ -58,8 +60,75 @@ static uint64_t fnv(const void *p, size_t n) {
 
 static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
+// y = W x through a real ggml graph, with W in the CPU_REPACK buffer when
+// that buffer accepts it (as llama.cpp loads weights): the arithmetic
+// llama.cpp really runs, not just the type's vec_dot.
+static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const float *w, const float *x, float *y) {
+    ggml_backend_t be = ggml_backend_cpu_init();
+    ggml_backend_dev_t dev = ggml_backend_get_device(be);
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    typedef ggml_backend_buffer_type_t *(*extra_fn)(ggml_backend_dev_t);
+    extra_fn get_extra = (extra_fn)ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
+    ggml_backend_buffer_type_t repack = NULL;
+    for (ggml_backend_buffer_type_t *b = get_extra(dev); b && *b; b++) {
+        if (strcmp(ggml_backend_buft_name(*b), "CPU_REPACK") == 0) repack = *b;
+    }
+    struct ggml_init_params ip = {64 * ggml_tensor_overhead() + ggml_graph_overhead(), NULL, true};
+    struct ggml_context *cw = ggml_init(ip);
+    struct ggml_context *cx = ggml_init(ip);
+    struct ggml_tensor *W = ggml_new_tensor_2d(cw, ty, n, rows);
+    struct ggml_tensor *X = ggml_new_tensor_2d(cx, GGML_TYPE_F32, n, cols);
+    struct ggml_tensor *Y = ggml_mul_mat(cx, W, X);
+    // The x86 repack rules (repack.cpp): Q4_0 and Q4_K with AVX2, Q2_K with
+    // AVX-512, when the row count is a multiple of 8. Other types stay in
+    // the plain CPU buffer, as llama.cpp leaves them.
+    int repacked = (ty == GGML_TYPE_Q4_0 || ty == GGML_TYPE_Q4_K || ty == GGML_TYPE_Q2_K) && rows % 8 == 0;
+    ggml_backend_buffer_t bw =
+        ggml_backend_alloc_ctx_tensors_from_buft(cw, repacked ? repack : ggml_backend_cpu_buffer_type());
+    ggml_backend_buffer_t bx = ggml_backend_alloc_ctx_tensors(cx, be);
+    size_t rb = ggml_row_size(ty, n);
+    uint8_t *q = malloc(rb * rows);
+    for (int r = 0; r < rows; r++) ggml_get_type_traits(ty)->from_float_ref(w + (size_t)r * n, q + r * rb, n);
+    ggml_backend_tensor_set(W, q, 0, rb * rows);
+    ggml_backend_tensor_set(X, x, 0, sizeof(float) * n * cols);
+    struct ggml_cgraph *gf = ggml_new_graph(cx);
+    ggml_build_forward_expand(gf, Y);
+    ggml_backend_cpu_set_n_threads(be, 1);
+    ggml_backend_graph_compute(be, gf);
+    ggml_backend_tensor_get(Y, y, 0, sizeof(float) * rows * cols);
+    free(q);
+    ggml_backend_buffer_free(bw);
+    ggml_backend_buffer_free(bx);
+    ggml_free(cw);
+    ggml_free(cx);
+    ggml_backend_free(be);
+}
+
 int main(void) {
     ggml_cpu_init();
+    // Matmuls through llama.cpp's real graph, with weights in the CPU_REPACK
+    // buffer where it takes them (Q4_0, Q4_K and, with AVX-512, Q2_K are
+    // repacked eight rows at a time): one column is the decode path, four
+    // the prefill path.
+    {
+        const enum ggml_type gtypes[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+                                         GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K,
+                                         GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+        int n = 2048, rows = 16;
+        float *w = malloc(sizeof(float) * n * rows), *xx = malloc(sizeof(float) * n * 4), *yy = malloc(sizeof(float) * rows * 4);
+        for (size_t t = 0; t < sizeof(gtypes) / sizeof(gtypes[0]); t++) {
+            for (int seed = 0; seed < 4; seed++) {
+                for (int r = 0; r < rows; r++) gen_row(9000 + 100 * seed + r, n, r % 6, w + (size_t)r * n);
+                for (int c = 0; c < 4; c++) gen_row(9050 + 100 * seed + c, n, (seed + c) % 6, xx + (size_t)c * n);
+                for (int cols = 1; cols <= 4; cols += 3) {
+                    graph_matmul(gtypes[t], n, rows, cols, w, xx, yy);
+                    printf("graph %s %d %d %d %016llx\n", ggml_type_name(gtypes[t]), n, seed, cols,
+                           (unsigned long long)fnv(yy, sizeof(float) * rows * cols));
+                }
+            }
+        }
+        free(w); free(xx); free(yy);
+    }
     const enum ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
                                     GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K,
                                     GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_F16,  GGML_TYPE_BF16,

@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp -d)
 cc -O2 -ffp-contract=off -o "$out/oracle" "$here/oracle.c" \
     -I "$LLAMA_CPP/ggml/include" \
-    "$LLAMA_CPP/build/ggml/src/libggml-cpu.a" "$LLAMA_CPP/build/ggml/src/libggml-base.a" \
+    "$LLAMA_CPP/build/ggml/src/libggml.a" "$LLAMA_CPP/build/ggml/src/libggml-cpu.a" \
+    "$LLAMA_CPP/build/ggml/src/libggml-base.a" \
     -lstdc++ -lm -fopenmp -lpthread
 "$out/oracle" > "$here/../../src/backend/cpu/quant/testdata/ggml_golden.txt"
 rm -rf "$out"

@@ -544,7 +544,8 @@ fn attend(
             vs = (s - m).exp();
         }
         vec::vec_mad_f16(acc, v, vs);
-        sum = sum * ms + vs;
+        // ggml's compiled code fuses this multiply-add.
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {

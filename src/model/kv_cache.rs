@@ -80,10 +80,6 @@ impl SeqCache {
         self.len += n;
     }
 
-    pub(crate) fn kv_dim(&self) -> usize {
-        self.kv_dim
-    }
-
     /// Bytes of KV memory this sequence uses at its current length.
     pub fn bytes_used(&self) -> usize {
         self.len * self.kv_dim * 2 * 2 * self.k.len()

@@ -77,6 +77,11 @@ fn hex32(s: &str) -> u32 {
     u32::from_str_radix(s, 16).unwrap()
 }
 
+/// Types llama.cpp repacks on x86 whose repacked kernels we do not follow
+/// (Q4_0 with AVX2, Q2_K with AVX-512): their decode is checked against
+/// ggml's `vec_dot` only. Neither occurs in our test models.
+const REPACKED_ELSEWHERE: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q2_K];
+
 fn type_of(name: &str) -> GgmlType {
     GgmlType::from_name(name).unwrap_or_else(|| panic!("golden type {name}"))
 }
@@ -108,17 +113,16 @@ fn matches_ggml_cpu_bit_for_bit() {
                     .iter()
                     .position(|s| s.eq_ignore_ascii_case(f[1]))
                     .unwrap() as u64;
-                let ni = [256, 2304, 4096]
+                // The oracle's lengths: 256, 2304, 4096, minus 3*ni + 1 for
+                // the float types (to exercise their tails).
+                let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+                // Our Q4_K follows the kernel llama.cpp runs (the repacked
+                // one, checked by the "graph" records), not `vec_dot_q4_K`.
+                let skip_dot = ty == GgmlType::Q4_K;
+                let ni = [256usize, 2304, 4096]
                     .iter()
-                    .position(|&b| {
-                        n == b
-                            || (n < b
-                                && b - n <= 7
-                                && n + 3
-                                    * ([256, 2304, 4096].iter().position(|&c| c == b).unwrap())
-                                    + 1
-                                    == b)
-                    })
+                    .enumerate()
+                    .position(|(i, &b)| n == if float { b - 3 * i - 1 } else { b })
                     .unwrap() as u64;
                 let seed = 1000 * t + 100 * ni + kind as u64;
                 let x = gen_row(seed, n, kind);
@@ -130,8 +134,7 @@ fn matches_ggml_cpu_bit_for_bit() {
                 let mut a = vec![0u8; row_bytes(at, n).unwrap()];
                 quantize_row(Isa::Scalar, at, &y, &mut a).unwrap();
                 assert_eq!(fnv(&a), hex64(f[5]), "{line}: activation quantization");
-                let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-                for isa in isas_for(float) {
+                for isa in isas_for(float).into_iter().filter(|_| !skip_dot) {
                     let s = quant::vec_dot(isa, ty, n, &w, &a).unwrap();
                     assert_eq!(
                         s.to_bits(),
@@ -198,6 +201,47 @@ fn matches_ggml_cpu_bit_for_bit() {
                         }
                     }
                     assert_eq!(fnv_f32(&d), hex64(f[2]), "{line}: {isa}");
+                }
+            }
+            "graph" => {
+                // A matmul through llama.cpp's real graph, weights placed as
+                // llama.cpp places them. One column is the decode path and
+                // must match our dot product for every row. (Four columns
+                // take llama.cpp's prefill kernels, whose arithmetic differs
+                // from its decode; we keep one, batch-invariant, so those
+                // records are not compared.)
+                let (n, seed, cols): (usize, u64, usize) = (
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                    f[4].parse().unwrap(),
+                );
+                let ty = type_of(f[1]);
+                if cols == 1 {
+                    let act = activation_type(ty).unwrap();
+                    let x = gen_row(9050 + 100 * seed, n, (seed % 6) as u32);
+                    let mut a = vec![0u8; row_bytes(act, n).unwrap()];
+                    quantize_row(Isa::Scalar, act, &x, &mut a).unwrap();
+                    let ws: Vec<Vec<u8>> = (0..16u64)
+                        .map(|r| {
+                            let wf = gen_row(9000 + 100 * seed + r, n, (r % 6) as u32);
+                            let mut q = vec![0u8; row_bytes(ty, n).unwrap()];
+                            quantize_row_ref(ty, &wf, &mut q).unwrap();
+                            q
+                        })
+                        .collect();
+                    for isa in Isa::all_available() {
+                        let y: Vec<f32> = ws
+                            .iter()
+                            .map(|w| quant::vec_dot(isa, ty, n, w, &a).unwrap())
+                            .collect();
+                        let same = fnv_f32(&y) == hex64(f[5]);
+                        if REPACKED_ELSEWHERE.contains(&ty) {
+                            // Documented deviation: confirm it is still one.
+                            assert!(!same, "{line}: {ty} now matches llama.cpp's repacked path");
+                        } else {
+                            assert!(same, "{line}: {isa} gives {y:?}");
+                        }
+                    }
                 }
             }
             "gelutable" => {

@@ -169,6 +169,7 @@ impl<T> SharedMut<T> {
 
     /// # Safety
     /// `start..start+len` must be in bounds and written by one thread only.
+    #[allow(clippy::mut_from_ref)] // the point of the type; see the contract
     pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }

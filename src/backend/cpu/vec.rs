@@ -439,10 +439,14 @@ pub(crate) fn v_expf_256(x: f32) -> f32 {
 /// Full SIMD chunks use ggml's vector `expf`, the tail libm's `expf`.
 pub fn soft_max_f32(isa: Isa, y: &mut [f32], x: &[f32], max: f32) -> f64 {
     assert_eq!(y.len(), x.len(), "soft_max_f32 lengths");
-    let w = lanes_of(isa);
     let n = x.len();
-    let mut i = 0;
-    let mut sum = 0f64;
+    let (mut i, mut sum) = (0, 0f64);
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.available() {
+        // SAFETY: the ISA is available; lengths are equal.
+        (i, sum) = unsafe { x86::soft_max_body(isa, y, x, max) };
+    }
+    let w = lanes_of(isa);
     while i + w <= n {
         if w == 16 {
             let mut v = [0f32; 16];
@@ -488,15 +492,7 @@ pub fn silu_f32(x: f32) -> f32 {
 /// `ggml_vec_silu_f32`.
 pub fn vec_silu_f32(isa: Isa, y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len(), "vec_silu_f32 lengths");
-    let w = lanes_of(isa);
-    let full = x.len() - x.len() % w;
-    for i in 0..x.len() {
-        y[i] = if i < full {
-            v_silu(isa, x[i])
-        } else {
-            silu_f32(x[i])
-        };
-    }
+    silu_impl(isa, y, x, None);
 }
 
 /// `ggml_vec_swiglu_f32`: `y = silu(x) * g`.
@@ -505,13 +501,27 @@ pub fn vec_swiglu_f32(isa: Isa, y: &mut [f32], x: &[f32], g: &[f32]) {
         y.len() == x.len() && g.len() == x.len(),
         "vec_swiglu_f32 lengths"
     );
+    silu_impl(isa, y, x, Some(g));
+}
+
+fn silu_impl(isa: Isa, y: &mut [f32], x: &[f32], g: Option<&[f32]>) {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.available() {
+        // SAFETY: the ISA is available; lengths checked by the callers.
+        i = unsafe { x86::silu_body(isa, y, x, g) };
+    }
     let w = lanes_of(isa);
     let full = x.len() - x.len() % w;
-    for i in 0..x.len() {
-        y[i] = if i < full {
-            v_silu(isa, x[i]) * g[i]
+    for k in i..x.len() {
+        let s = if k < full {
+            v_silu(isa, x[k])
         } else {
-            silu_f32(x[i]) * g[i]
+            silu_f32(x[k])
+        };
+        y[k] = match g {
+            Some(g) => s * g[k],
+            None => s,
         };
     }
 }

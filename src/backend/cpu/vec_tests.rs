@@ -206,3 +206,45 @@ fn rms_norm_sums_in_f64() {
     let s = 1.0 / 13f32.sqrt();
     assert_eq!(y, [3.0 * s * 2.0, -(4.0 * s)]);
 }
+
+#[test]
+fn simd_expf_matches_its_emulation_over_the_whole_range() {
+    // Includes the overflow/underflow branches (|n| > 126 and > 192).
+    let mut x: Vec<f32> = (0..1200).map(|i| -150.0 + i as f32 * 0.2137).collect();
+    x.extend([
+        f32::NEG_INFINITY,
+        -1e30,
+        1e30,
+        88.7,
+        89.0,
+        -87.4,
+        -103.9,
+        -104.0,
+    ]);
+    while !x.len().is_multiple_of(16) {
+        x.push(0.5);
+    }
+    for isa in Isa::all_available() {
+        let mut y = vec![0f32; x.len()];
+        soft_max_f32(isa, &mut y, &x, 0.0);
+        for (i, (xi, yi)) in x.iter().zip(&y).enumerate() {
+            let want = if isa == Isa::Avx2 {
+                v_expf_256(*xi)
+            } else {
+                v_expf_512(*xi)
+            };
+            assert_eq!(yi.to_bits(), want.to_bits(), "{isa} exp({xi}) at {i}");
+        }
+        let mut s = vec![0f32; x.len()];
+        let finite: Vec<f32> = x.iter().map(|v| v.clamp(-80.0, 80.0)).collect();
+        vec_silu_f32(isa, &mut s, &finite);
+        for (xi, si) in finite.iter().zip(&s) {
+            let e = if isa == Isa::Avx2 {
+                v_expf_256(0.0 - xi)
+            } else {
+                v_expf_512(0.0 - xi)
+            };
+            assert_eq!(si.to_bits(), (xi / (1.0 + e)).to_bits(), "{isa} silu({xi})");
+        }
+    }
+}

@@ -208,3 +208,211 @@ pub(super) unsafe fn scale_f16(y: &mut [f16], v: f32) {
         }
     }
 }
+
+/// ggml's `ggml_v_expf` for AVX-512 (vec.h), instruction for instruction.
+#[inline(always)]
+unsafe fn v_expf_zmm(x: __m512) -> __m512 {
+    unsafe {
+        let r = _mm512_set1_ps(f32::from_bits(0x4b40_0000));
+        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let n = _mm512_sub_ps(z, r);
+        let b = _mm512_fnmadd_ps(
+            n,
+            _mm512_set1_ps(f32::from_bits(0x35bf_be8e)),
+            _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x),
+        );
+        let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(f32::from_bits(0x3c07_2010)),
+                    b,
+                    _mm512_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                ),
+                u,
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    b,
+                    _mm512_set1_ps(f32::from_bits(0x3eff_fedb)),
+                ),
+            ),
+            u,
+            _mm512_fmadd_ps(
+                _mm512_set1_ps(f32::from_bits(0x3f7f_fff6)),
+                b,
+                _mm512_set1_ps(1.0),
+            ),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        if d == 0 {
+            return res;
+        }
+        let zero = _mm512_setzero_ps();
+        let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero);
+        let alt = _mm512_mask_blend_ps(le, _mm512_set1_ps(f32::INFINITY), zero);
+        _mm512_mask_blend_ps(d, res, alt)
+    }
+}
+
+/// ggml's `ggml_v_expf` for AVX2+FMA (vec.h), instruction for instruction.
+#[inline(always)]
+unsafe fn v_expf_ymm(x: __m256) -> __m256 {
+    unsafe {
+        let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(
+            n,
+            _mm256_set1_ps(f32::from_bits(0x35bf_be8e)),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
+        );
+        let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
+        let absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let c = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(absn, _mm256_set1_ps(126.0)));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(
+                    _mm256_set1_ps(f32::from_bits(0x3c07_2010)),
+                    b,
+                    _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                ),
+                u,
+                _mm256_fmadd_ps(
+                    _mm256_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    b,
+                    _mm256_set1_ps(f32::from_bits(0x3eff_fedb)),
+                ),
+            ),
+            u,
+            _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
+        );
+        if _mm256_movemask_ps(_mm256_castsi256_ps(c)) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let d = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(absn, _mm256_set1_ps(192.0)));
+        _mm256_or_ps(
+            _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(
+                _mm256_castsi256_ps(d),
+                _mm256_or_ps(
+                    _mm256_and_ps(
+                        _mm256_castsi256_ps(c),
+                        _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
+                    ),
+                    _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)),
+                ),
+            ),
+        )
+    }
+}
+
+/// `ggml_vec_soft_max_f32`'s SIMD body over the full chunks of `x`
+/// (16 lanes for `Avx512`, 8 for `Avx2`); returns (elements done, f64 sum).
+///
+/// # Safety
+/// `isa` available; `y.len() == x.len()`.
+pub(super) unsafe fn soft_max_body(isa: Isa, y: &mut [f32], x: &[f32], max: f32) -> (usize, f64) {
+    unsafe {
+        match isa {
+            Isa::Avx512 => soft_max_512(y, x, max),
+            _ => soft_max_256(y, x, max),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+unsafe fn soft_max_512(y: &mut [f32], x: &[f32], max: f32) -> (usize, f64) {
+    unsafe {
+        let (mut i, mut sum) = (0, 0f64);
+        let m = _mm512_set1_ps(max);
+        while i + 16 <= x.len() {
+            let v = v_expf_zmm(_mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), m));
+            _mm512_storeu_ps(y.as_mut_ptr().add(i), v);
+            sum += reduce16(v) as f64;
+            i += 16;
+        }
+        (i, sum)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn soft_max_256(y: &mut [f32], x: &[f32], max: f32) -> (usize, f64) {
+    unsafe {
+        let (mut i, mut sum) = (0, 0f64);
+        let m = _mm256_set1_ps(max);
+        while i + 8 <= x.len() {
+            let v = v_expf_ymm(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), m));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), v);
+            // ggml's softmax sum: hi + lo, movehl, movehdup.
+            let h = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            sum += _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h))) as f64;
+            i += 8;
+        }
+        (i, sum)
+    }
+}
+
+/// `ggml_vec_swiglu_f32` / `ggml_vec_silu_f32` SIMD body: `y = silu(x) * g`
+/// (or `silu(x)` without `g`) over full chunks; returns the elements done.
+///
+/// # Safety
+/// `isa` available; `y`, `x` (and `g`) of equal length.
+pub(super) unsafe fn silu_body(isa: Isa, y: &mut [f32], x: &[f32], g: Option<&[f32]>) -> usize {
+    unsafe {
+        match isa {
+            Isa::Avx512 => silu_512(y, x, g),
+            _ => silu_256(y, x, g),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma,f16c")]
+unsafe fn silu_512(y: &mut [f32], x: &[f32], g: Option<&[f32]>) -> usize {
+    unsafe {
+        let mut i = 0;
+        let one = _mm512_set1_ps(1.0);
+        while i + 16 <= x.len() {
+            let v = _mm512_loadu_ps(x.as_ptr().add(i));
+            let e = v_expf_zmm(_mm512_sub_ps(_mm512_setzero_ps(), v));
+            let mut s = _mm512_div_ps(v, _mm512_add_ps(one, e));
+            if let Some(g) = g {
+                s = _mm512_mul_ps(s, _mm512_loadu_ps(g.as_ptr().add(i)));
+            }
+            _mm512_storeu_ps(y.as_mut_ptr().add(i), s);
+            i += 16;
+        }
+        i
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_256(y: &mut [f32], x: &[f32], g: Option<&[f32]>) -> usize {
+    unsafe {
+        let mut i = 0;
+        let one = _mm256_set1_ps(1.0);
+        while i + 8 <= x.len() {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            let e = v_expf_ymm(_mm256_sub_ps(_mm256_setzero_ps(), v));
+            let mut s = _mm256_div_ps(v, _mm256_add_ps(one, e));
+            if let Some(g) = g {
+                s = _mm256_mul_ps(s, _mm256_loadu_ps(g.as_ptr().add(i)));
+            }
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), s);
+            i += 8;
+        }
+        i
+    }
+}

@@ -1,35 +1,11 @@
 //! AVX2 + FMA (+ F16C) kernels: ggml's x86 arithmetic with 256-bit integer
 //! dot products (`maddubs` + `madd`).
 
-use super::gemm::{gemm_by_dot_scalar, GemmArgs};
+use super::gemm::{gemm_by_dot_scalar, single, GemmArgs};
 use super::simd::Avx2;
 use super::{dot_scalar, tile_q32, tile_qk, DotFn, GemmFn};
 use crate::backend::cpu::{vec, Isa};
 use crate::gguf::GgmlType;
-
-/// Runs a gemm kernel on one pair (the `vec_dot` entry point).
-///
-/// # Safety
-/// As for `DotFn`: `w`, `a` hold `nb` blocks; `g`'s ISA is available.
-#[inline(always)]
-pub(super) unsafe fn single(nb: usize, w: &[u8], a: &[u8], g: GemmFn, dot: DotFn) -> f32 {
-    let args = GemmArgs {
-        nb,
-        wb: w.len(),
-        ab: a.len(),
-        dot,
-        w,
-        w_stride: w.len(),
-        nr: 1,
-        acts: a,
-        act_stride: a.len(),
-        nc: 1,
-        out_stride: 1,
-    };
-    let mut out = [0f32];
-    unsafe { g(&args, &mut out) };
-    out[0]
-}
 
 macro_rules! q32 {
     ($gemm:ident, $dot:ident, $ty:ident, $scalar:path) => {

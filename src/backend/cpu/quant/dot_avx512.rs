@@ -1,8 +1,7 @@
 //! AVX-512 (F/BW/VL/DQ/VNNI) kernels: the same arithmetic as `dot_avx2`,
 //! with `vpdpbusd`/`vpdpwssd` integer dots, 32 registers for larger tiles.
 
-use super::dot_avx2::single;
-use super::gemm::{gemm_by_dot_scalar, GemmArgs};
+use super::gemm::{gemm_by_dot_scalar, single, GemmArgs};
 use super::simd::Vnni;
 use super::{dot_scalar, tile_q32, tile_qk, DotFn, GemmFn};
 use crate::backend::cpu::{vec, Isa};

@@ -11,6 +11,9 @@
 //! in `hsum_float_8` order. Integer work is exact, so any SIMD layout that
 //! produces the same eight lane sums per block gives identical results.
 //!
+//! Q4_K is the exception: it follows the kernel llama.cpp actually runs for
+//! it (see `q4_k`).
+//!
 //! `w` and `a` hold exactly `nb` blocks each (checked by the caller).
 
 use super::blocks::*;
@@ -212,32 +215,36 @@ fn bsums_pairs(bs: &[i32; 16]) -> [i32; 8] {
     p
 }
 
+/// Q4_K as llama.cpp really computes it on x86: its weights are repacked
+/// eight rows at a time (`q4_K_8x8`, used whenever a tensor's row count is a
+/// multiple of 8) and the decode kernel `ggml_gemv_q4_K_8x8_q8_K` takes one
+/// FMA per super-block on the whole super-block's integer sum, with the min
+/// term in a second accumulator subtracted at the end. (`ggml_vec_dot_q4_K`'s
+/// eight-lane form is not what runs.)
 pub(super) fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut acc_m = [0f32; 4];
+    let mut acc = 0f32;
+    let mut acc_min = 0f32;
     for i in 0..nb {
         let wb = &w[i * q4_k::SIZE..(i + 1) * q4_k::SIZE];
         let ab = &a[i * q8_k::SIZE..(i + 1) * q8_k::SIZE];
         let ad = rd_f32(ab, q8_k::D);
-        let d = ad * rd_f16(wb, q4_k::D);
-        let dmin = -ad * rd_f16(wb, q4_k::DMIN);
         let (sc, mn) = k4_scales_mins(&wb[q4_k::SCALES..q4_k::SCALES + 12]);
-        let q8s = bsums_pairs(&bsums(ab));
-        for k in 0..4 {
-            let p = mn[2 * k] * q8s[2 * k] + mn[2 * k + 1] * q8s[2 * k + 1];
-            acc_m[k] = dmin.mul_add(p as f32, acc_m[k]);
+        let bs = bsums(ab);
+        let mut imin = 0i32;
+        for j in 0..8 {
+            imin = imin.wrapping_add(mn[j] * (bs[2 * j] + bs[2 * j + 1]));
         }
-        let mut l = [0i32; 8];
+        let mut isum = 0i32;
         for e in 0..QK_K {
             let (j, hi, b) = (e / 64, (e % 64) / 32, e % 32);
             let byte = wb[q4_k::QS + 32 * j + b];
             let q = if hi == 0 { byte & 0xF } else { byte >> 4 } as i32;
-            l[b / 4] += sc[e / 32] * q * i8at(ab, q8_k::QS + e);
+            isum = isum.wrapping_add(sc[e / 32] * q * i8at(ab, q8_k::QS + e));
         }
-        fma_lanes(&mut acc, d, &l);
+        acc = (isum as f32).mul_add(rd_f16(wb, q4_k::D) * ad, acc);
+        acc_min = (imin as f32).mul_add(rd_f16(wb, q4_k::DMIN) * ad, acc_min);
     }
-    let m = (acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]);
-    hsum8(&acc) + m
+    acc - acc_min
 }
 
 pub(super) fn q5_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {

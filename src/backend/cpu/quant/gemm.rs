@@ -5,7 +5,7 @@
 //! falls in. Tiled SIMD kernels keep one accumulator chain per pair, so tiling
 //! changes the instruction schedule, never the operations a value sees.
 
-use super::DotFn;
+use super::{DotFn, GemmFn};
 
 /// Validated gemm operands (see `Kernels::gemm`): `nr` weight rows of `wb`
 /// bytes at `w_stride`, `nc` activation rows of `ab` bytes at `act_stride`,
@@ -64,4 +64,28 @@ impl GemmArgs<'_> {
 /// See [`super::GemmFn`].
 pub(crate) unsafe fn gemm_by_dot_scalar(args: &GemmArgs<'_>, out: &mut [f32]) {
     unsafe { args.pairs(0..args.nr, 0..args.nc, out) }
+}
+
+/// Runs a gemm kernel on one pair (the `vec_dot` entry point).
+///
+/// # Safety
+/// As for `DotFn`: `w`, `a` hold `nb` blocks; `g`'s ISA is available.
+#[inline(always)]
+pub(super) unsafe fn single(nb: usize, w: &[u8], a: &[u8], g: GemmFn, dot: DotFn) -> f32 {
+    let args = GemmArgs {
+        nb,
+        wb: w.len(),
+        ab: a.len(),
+        dot,
+        w,
+        w_stride: w.len(),
+        nr: 1,
+        acts: a,
+        act_stride: a.len(),
+        nc: 1,
+        out_stride: 1,
+    };
+    let mut out = [0f32];
+    unsafe { g(&args, &mut out) };
+    out[0]
 }

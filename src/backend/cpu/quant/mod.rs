@@ -8,7 +8,9 @@
 //! - [`vec_dot`] and [`gemm`]: dot products of weight rows with activation
 //!   rows. `gemm` computes many at once and gives, for every (row, column),
 //!   the same bits as `vec_dot` on the same ISA (batch invariance). The
-//!   quantized types give the same bits on every ISA (see `dot_scalar`).
+//!   quantized types give the same bits on every ISA: those of llama.cpp's
+//!   x86 decode kernels (`ggml_vec_dot_*`, and for Q4_K its repacked
+//!   `ggml_gemv_q4_K_8x8_q8_K`; see `dot_scalar`).
 //! - [`kernels`]: the same, resolved once into function pointers for hot loops.
 //!
 //! Rows are byte slices (slices of the mmapped file for weights). Every entry
@@ -26,6 +28,8 @@ mod dot_avx512;
 mod dot_scalar;
 mod gemm;
 mod quantize_act;
+#[cfg(target_arch = "x86_64")]
+mod quantize_act_x86;
 mod quantize_ref;
 #[cfg(target_arch = "x86_64")]
 mod simd;
@@ -98,7 +102,13 @@ pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     if !n.is_multiple_of(block) {
         return Err(QuantError::RaggedRow { ty, n, block });
     }
-    Ok(n / block * ty.type_size())
+    (n / block)
+        .checked_mul(ty.type_size())
+        .ok_or(QuantError::BufferSize {
+            what: "row size",
+            got: n,
+            need: usize::MAX,
+        })
 }
 
 fn check_len(what: &'static str, got: usize, need: usize) -> Result<(), QuantError> {
@@ -117,8 +127,7 @@ fn check_isa(isa: Isa) -> Result<(), QuantError> {
 
 /// Quantizes activations `x` to `act` (one of Q8_0, Q8_1, Q8_K, F16, BF16,
 /// F32) exactly as ggml-cpu's x86 build does; `out` must be exactly one row.
-/// The result is the same on every ISA; `isa` is checked for availability
-/// only, so callers can pass their configured ISA uniformly.
+/// The bytes are the same on every ISA (`isa` picks the implementation).
 pub fn quantize_row(isa: Isa, act: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
     check_isa(isa)?;
     use GgmlType::*;
@@ -126,7 +135,7 @@ pub fn quantize_row(isa: Isa, act: GgmlType, x: &[f32], out: &mut [u8]) -> Resul
         return Err(QuantError::NotActivationType(act));
     }
     check_len("quantize_row output", out.len(), row_bytes(act, x.len())?)?;
-    quantize_act::quantize_act(act, x, out);
+    quantize_act::quantize_act(act, x, out, isa != Isa::Scalar);
     Ok(())
 }
 
@@ -300,7 +309,7 @@ impl Kernels {
             out.len(),
             row_bytes(self.act, x.len())?,
         )?;
-        quantize_act::quantize_act(self.act, x, out);
+        quantize_act::quantize_act(self.act, x, out, self.isa != Isa::Scalar);
         Ok(())
     }
 

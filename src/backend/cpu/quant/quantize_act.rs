@@ -9,17 +9,35 @@
 //!   `-127 / max`, `nearest_int`, i16 sums of 16.
 //! - F16: round to nearest even; BF16: ggml's `GGML_FP32_TO_BF16`.
 //!
-//! One implementation serves every ISA: these run once per activation row and
-//! cost nothing next to the matmul, and a single implementation makes them
-//! identical across ISAs by construction. Lengths are checked by the caller.
+//! The code here is the specification; `quantize_act_x86` has AVX2 bodies
+//! for the Q8 types that produce the same bytes (tested). Lengths are checked
+//! by the caller.
 
 use super::blocks::*;
 use super::quantize_ref;
 use crate::gguf::GgmlType;
 use half::f16;
 
-pub(super) fn quantize_act(act: GgmlType, x: &[f32], out: &mut [u8]) {
+/// `simd`: use the AVX2 bodies (same bytes; the caller checked AVX2).
+pub(super) fn quantize_act(act: GgmlType, x: &[f32], out: &mut [u8], simd: bool) {
     use GgmlType::*;
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        use super::quantize_act_x86 as x86;
+        // SAFETY: `simd` is only set when AVX2/FMA/F16C are available;
+        // lengths were checked by the caller.
+        unsafe {
+            match act {
+                Q8_0 => return x86::q8_blocks(x, out, q8_0::SIZE, q8_0::D, None, q8_0::QS),
+                Q8_1 => {
+                    return x86::q8_blocks(x, out, q8_1::SIZE, q8_1::D, Some(q8_1::S), q8_1::QS)
+                }
+                Q8_K => return x86::q8_k_blocks(x, out),
+                _ => {}
+            }
+        }
+    }
+    let _ = simd;
     match act {
         F32 => {
             for (o, v) in out.chunks_exact_mut(4).zip(x) {
@@ -105,7 +123,7 @@ mod tests {
 
     fn q8_0(x: &[f32]) -> Vec<u8> {
         let mut out = vec![0u8; q8_0::SIZE * (x.len() / 32)];
-        quantize_act(GgmlType::Q8_0, x, &mut out);
+        quantize_act(GgmlType::Q8_0, x, &mut out, false);
         out
     }
 
@@ -136,7 +154,7 @@ mod tests {
     fn q8_1_sum_field_is_d_times_sum_of_quants() {
         let x: Vec<f32> = (0..32).map(|i| (i as f32 - 10.0) * 0.37).collect();
         let mut y = vec![0u8; q8_1::SIZE];
-        quantize_act(GgmlType::Q8_1, &x, &mut y);
+        quantize_act(GgmlType::Q8_1, &x, &mut y, false);
         let d = (21.0f32 * 0.37) / 127.0;
         assert_eq!(rd_f16(&y, q8_1::D), f16::from_f32(d).to_f32());
         let sum: i32 = y[q8_1::QS..].iter().map(|&b| b as i8 as i32).sum();
@@ -150,7 +168,7 @@ mod tests {
         let y = q8_0(&[0.0; 32]);
         assert!(y.iter().all(|&b| b == 0));
         let mut k = vec![0xAAu8; q8_k::SIZE];
-        quantize_act(GgmlType::Q8_K, &[0.0; 256], &mut k);
+        quantize_act(GgmlType::Q8_K, &[0.0; 256], &mut k, false);
         assert!(k.iter().all(|&b| b == 0));
     }
 
@@ -160,7 +178,7 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let mut y = vec![0u8; q8_k::SIZE];
-        quantize_act(GgmlType::Q8_K, &x, &mut y);
+        quantize_act(GgmlType::Q8_K, &x, &mut y, false);
         let max = x
             .iter()
             .fold(0.0f32, |m, v| if v.abs() > m.abs() { *v } else { m });

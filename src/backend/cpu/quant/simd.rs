@@ -78,13 +78,14 @@ pub(super) unsafe fn dp_i8i8_avx2(init: __m256i, w: __m256i, a: __m256i) -> __m2
 }
 
 /// 32 nibbles of a 32-wide block: low nibbles (elements 0..16) in bytes
-/// 0..16, high nibbles in bytes 16..32.
+/// 0..16, high nibbles in bytes 16..32. Built from a 128-bit broadcast load,
+/// a shift and a blend, so it needs no shuffle-port work.
 #[inline(always)]
 pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     unsafe {
-        let t = _mm_loadu_si128(p as *const __m128i);
-        let b = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
-        _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
+        let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+        let v = _mm256_blend_epi32::<0b1111_0000>(x, _mm256_srli_epi16(x, 4));
+        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
     }
 }
 

@@ -340,6 +340,23 @@ fn gemm_is_bit_identical_to_vec_dot_for_every_shape() {
 }
 
 #[test]
+fn activation_quantizers_are_bit_identical_across_isas() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for act in [Q8_0, Q8_1, Q8_K, F16, BF16, F32] {
+        for kind in 0..6 {
+            let x = rand_row(&mut rng, 1024, kind);
+            let mut want = vec![0u8; row_bytes(act, 1024).unwrap()];
+            quantize_row(Isa::Scalar, act, &x, &mut want).unwrap();
+            for isa in Isa::all_available() {
+                let mut got = vec![0xEEu8; want.len()];
+                quantize_row(isa, act, &x, &mut got).unwrap();
+                assert_eq!(got, want, "{act} {isa} kind {kind}");
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_inputs_give_errors_not_panics() {
     let w = vec![0u8; 20 * 4];
     let a = vec![0u8; 36 * 4];
@@ -398,6 +415,29 @@ fn bad_inputs_give_errors_not_panics() {
 }
 
 #[test]
+fn non_finite_inputs_do_not_panic() {
+    let mut x = vec![1.0f32; 512];
+    x[3] = f32::NAN;
+    x[40] = f32::INFINITY;
+    x[77] = f32::NEG_INFINITY;
+    x[300] = 3e38;
+    x[301] = -3e38;
+    x[400] = 1e-40; // subnormal
+    for ty in [F32, F16, BF16, Q8_1, Q8_K].into_iter().chain(QUANT) {
+        let q = quantize(ty, &x);
+        let _ = dequantize(ty, &q, x.len());
+    }
+    for act in [Q8_0, Q8_1, Q8_K, F16, BF16, F32] {
+        let mut out = vec![0u8; row_bytes(act, 512).unwrap()];
+        for isa in Isa::all_available() {
+            quantize_row(isa, act, &x, &mut out).unwrap();
+        }
+    }
+    // (2^64 - 32) / 32 blocks of 34 bytes overflow usize.
+    assert!(row_bytes(Q8_0, usize::MAX / 32 * 32).is_err());
+}
+
+#[test]
 fn garbage_blocks_do_not_panic() {
     // Arbitrary bytes (NaN/inf scales, out-of-range quants) must not panic.
     let mut rng = ChaCha8Rng::seed_from_u64(6);
@@ -415,5 +455,56 @@ fn garbage_blocks_do_not_panic() {
         }
         let mut f = vec![0f32; n];
         dequantize_row(weight, &w, &mut f).unwrap();
+    }
+}
+
+/// Real tensors of both test models: for every weight type they use, a few
+/// rows against real-looking activations, on every ISA: the float reference
+/// within tolerance, gemm equal to vec_dot, all ISAs equal.
+#[test]
+fn real_model_tensors() {
+    use crate::gguf::GgufFile;
+    use crate::testing::{real_model, RealModel};
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for m in [RealModel::Smollm2, RealModel::Gemma3] {
+        let f = GgufFile::open(&real_model(m)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<String> = f.header.tensors.iter().map(|t| t.name.clone()).collect();
+        for name in names {
+            let (t, data) = f.tensor(&name).unwrap();
+            if t.ty == F32 || t.dims.len() != 2 || !seen.insert((t.ty, t.dims[0])) {
+                continue;
+            }
+            let (n, rows) = t.rows();
+            let wb = row_bytes(t.ty, n).unwrap();
+            let nr = rows.min(9);
+            let w = &data[..wb * nr];
+            let x = rand_row(&mut rng, n, 0);
+            let a = quantize_act_row(t.ty, &x);
+            let act_ty = activation_type(t.ty).unwrap();
+            let ad = dequantize(act_ty, &a, n);
+            for isa in Isa::all_available() {
+                let k = kernels(isa, t.ty).unwrap();
+                let mut out = vec![0f32; nr];
+                k.gemm(n, w, wb, nr, &a, a.len(), 1, &mut out, nr).unwrap();
+                for r in 0..nr {
+                    let wr = &w[r * wb..(r + 1) * wb];
+                    let single = k.vec_dot(n, wr, &a).unwrap();
+                    let scalar = vec_dot(Isa::Scalar, t.ty, n, wr, &a).unwrap();
+                    assert_eq!(out[r].to_bits(), single.to_bits(), "{name} {isa} row {r}");
+                    if QUANT.contains(&t.ty) {
+                        assert_eq!(single.to_bits(), scalar.to_bits(), "{name} {isa} row {r}");
+                    }
+                    let wd = dequantize(t.ty, wr, n);
+                    let want: f64 = wd.iter().zip(&ad).map(|(p, q)| *p as f64 * *q as f64).sum();
+                    let tol = 1e-5 * abs_dot(&wd, &ad) + min_term_slack(t.ty, wr, &a) + 1e-30;
+                    assert!(
+                        (single as f64 - want).abs() <= tol,
+                        "{name} {isa} row {r}: {single} vs {want}"
+                    );
+                }
+            }
+        }
+        assert!(!seen.is_empty());
     }
 }

@@ -32,6 +32,48 @@ pub(super) trait Q32 {
     const SIGNED: bool;
     /// The block's 32 quants in element order.
     unsafe fn unpack(p: *const u8) -> __m256i;
+    /// Two consecutive blocks (`p`, `p + SIZE`) in one 512-bit vector, as
+    /// `unpack` lays each out. Only called from AVX-512 code.
+    unsafe fn unpack2(p: *const u8) -> __m512i;
+}
+
+/// Nibbles of two blocks whose 16 quant bytes start at `p` and `p + size`:
+/// 128-bit lanes `[lo(p), hi(p), lo(p+size), hi(p+size)]`.
+#[inline(always)]
+unsafe fn nibbles64(p: *const u8, size: usize) -> __m512i {
+    unsafe {
+        let a = _mm512_broadcast_i32x4(_mm_loadu_si128(p as *const __m128i));
+        let v =
+            _mm512_mask_broadcast_i32x4(a, 0xFF00, _mm_loadu_si128(p.add(size) as *const __m128i));
+        let shift = _mm512_set_epi64(
+            4 * 0x0001_0001_0001_0001,
+            4 * 0x0001_0001_0001_0001,
+            0,
+            0,
+            4 * 0x0001_0001_0001_0001,
+            4 * 0x0001_0001_0001_0001,
+            0,
+            0,
+        );
+        _mm512_and_si512(_mm512_srlv_epi16(v, shift), _mm512_set1_epi8(0x0F))
+    }
+}
+
+/// Sets bit 4 of each byte whose bit in the two blocks' `qh` words is set.
+#[inline(always)]
+unsafe fn with_high_bits(v: __m512i, qh0: *const u8, qh1: *const u8) -> __m512i {
+    unsafe {
+        let lo = (qh0 as *const u32).read_unaligned() as u64;
+        let hi = (qh1 as *const u32).read_unaligned() as u64;
+        _mm512_mask_or_epi8_compat(v, lo | (hi << 32))
+    }
+}
+
+#[inline(always)]
+unsafe fn _mm512_mask_or_epi8_compat(v: __m512i, k: u64) -> __m512i {
+    // No byte-masked OR in AVX-512BW; a byte-masked add of 16 to values
+    // below 16 is the same thing.
+    unsafe { _mm512_mask_add_epi8(v, k, v, _mm512_set1_epi8(0x10)) }
 }
 
 pub(super) struct Q4_0;
@@ -49,6 +91,10 @@ impl Q32 for Q4_0 {
     unsafe fn unpack(p: *const u8) -> __m256i {
         unsafe { nibbles32(p.add(2)) }
     }
+    #[inline(always)]
+    unsafe fn unpack2(p: *const u8) -> __m512i {
+        unsafe { nibbles64(p.add(2), Self::SIZE) }
+    }
 }
 
 impl Q32 for Q4_1 {
@@ -59,6 +105,10 @@ impl Q32 for Q4_1 {
     #[inline(always)]
     unsafe fn unpack(p: *const u8) -> __m256i {
         unsafe { nibbles32(p.add(4)) }
+    }
+    #[inline(always)]
+    unsafe fn unpack2(p: *const u8) -> __m512i {
+        unsafe { nibbles64(p.add(4), Self::SIZE) }
     }
 }
 
@@ -73,6 +123,16 @@ impl Q32 for Q5_0 {
             let qh = u32::from_le_bytes([*p.add(2), *p.add(3), *p.add(4), *p.add(5)]);
             let hi = _mm256_and_si256(bytes_from_bits32(qh), _mm256_set1_epi8(0x10));
             _mm256_or_si256(nibbles32(p.add(6)), hi)
+        }
+    }
+    #[inline(always)]
+    unsafe fn unpack2(p: *const u8) -> __m512i {
+        unsafe {
+            with_high_bits(
+                nibbles64(p.add(6), Self::SIZE),
+                p.add(2),
+                p.add(Self::SIZE + 2),
+            )
         }
     }
 }
@@ -90,6 +150,16 @@ impl Q32 for Q5_1 {
             _mm256_or_si256(nibbles32(p.add(8)), hi)
         }
     }
+    #[inline(always)]
+    unsafe fn unpack2(p: *const u8) -> __m512i {
+        unsafe {
+            with_high_bits(
+                nibbles64(p.add(8), Self::SIZE),
+                p.add(4),
+                p.add(Self::SIZE + 4),
+            )
+        }
+    }
 }
 
 impl Q32 for Q8_0 {
@@ -100,6 +170,16 @@ impl Q32 for Q8_0 {
     #[inline(always)]
     unsafe fn unpack(p: *const u8) -> __m256i {
         unsafe { _mm256_loadu_si256(p.add(2) as *const __m256i) }
+    }
+    #[inline(always)]
+    unsafe fn unpack2(p: *const u8) -> __m512i {
+        unsafe {
+            let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2) as *const __m256i));
+            _mm512_inserti64x4::<1>(
+                lo,
+                _mm256_loadu_si256(p.add(Self::SIZE + 2) as *const __m256i),
+            )
+        }
     }
 }
 
@@ -266,39 +346,64 @@ unsafe fn gemm_in<W: Q32, A: Arch, const RD: usize, const RT: usize, const CT: u
         };
         if nc == 1 || CT <= 1 {
             for c in 0..nc {
-                let mut r0 = 0;
-                while r0 + RD <= nr {
-                    tile::<W, A, RD, 1>(args, out, &x, r0, c);
-                    r0 += RD;
-                }
-                while r0 < nr {
-                    tile::<W, A, 1, 1>(args, out, &x, r0, c);
-                    r0 += 1;
-                }
+                column::<W, A, RD>(args, out, &x, 0, nr, c);
             }
         } else {
+            // Panels of rows that stay in L2 while every column tile passes
+            // over them; a column tile's activations stay in L1.
+            let panel = (PANEL_BYTES / args.wb.max(1)).max(RT) / RT * RT;
             let nct = nc / CT * CT;
-            let mut r0 = 0;
-            while r0 < nr {
-                let full = r0 + RT <= nr;
+            let mut p0 = 0;
+            while p0 < nr {
+                let p1 = nr.min(p0 + panel);
                 let mut c0 = 0;
                 while c0 < nct {
-                    if full {
+                    let mut r0 = p0;
+                    while r0 + RT <= p1 {
                         tile::<W, A, RT, CT>(args, out, &x, r0, c0);
-                    } else {
-                        for r in r0..nr {
-                            tile::<W, A, 1, CT>(args, out, &x, r, c0);
-                        }
+                        r0 += RT;
+                    }
+                    while r0 < p1 {
+                        tile::<W, A, 1, CT>(args, out, &x, r0, c0);
+                        r0 += 1;
                     }
                     c0 += CT;
                 }
                 for c in nct..nc {
-                    for r in r0..nr.min(r0 + RT) {
-                        tile::<W, A, 1, 1>(args, out, &x, r, c);
-                    }
+                    column::<W, A, RD>(args, out, &x, p0, p1, c);
                 }
-                r0 += RT;
+                p0 = p1;
             }
+        }
+    }
+}
+
+/// Weight bytes per panel in the multi-column path (about half an L2).
+#[cfg(not(test))]
+const PANEL_BYTES: usize = 512 << 10;
+/// Tiny panels under test, so the batch-invariance tests cross panel edges.
+#[cfg(test)]
+const PANEL_BYTES: usize = 200;
+
+/// Rows `r0..r1` against one column, `RD` rows at a time.
+#[inline(always)]
+unsafe fn column<W: Q32, A: Arch, const RD: usize>(
+    args: &GemmArgs<'_>,
+    out: &mut [f32],
+    x: &Ctx,
+    r0: usize,
+    r1: usize,
+    c: usize,
+) {
+    unsafe {
+        let mut r = r0;
+        while r + RD <= r1 {
+            tile::<W, A, RD, 1>(args, out, x, r, c);
+            r += RD;
+        }
+        while r < r1 {
+            tile::<W, A, 1, 1>(args, out, x, r, c);
+            r += 1;
         }
     }
 }
@@ -325,6 +430,10 @@ unsafe fn tile<W: Q32, A: Arch, const R: usize, const C: usize>(
     r0: usize,
     c0: usize,
 ) {
+    if A::VNNI {
+        // SAFETY: VNNI implies the AVX-512 features of `tile_zmm`.
+        return unsafe { tile_zmm::<W, R, C>(args, out, x, r0, c0) };
+    }
     unsafe {
         let nb = x.nb;
         let mut wp = [core::ptr::null::<u8>(); R];
@@ -356,6 +465,10 @@ unsafe fn tile<W: Q32, A: Arch, const R: usize, const C: usize>(
                     summs[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sp[c].add(b)), summs[c]);
                 }
             }
+            // Keep the scale products in memory: the FMAs then take them as
+            // broadcast loads, where register broadcasts would saturate the
+            // shuffle port (the compiler would otherwise forward the stores).
+            core::hint::black_box(&mut dd);
             let mut av = [_mm256_setzero_si256(); C];
             let mut cv = [_mm256_setzero_si256(); C];
             for c in 0..C {
@@ -378,6 +491,113 @@ unsafe fn tile<W: Q32, A: Arch, const R: usize, const C: usize>(
                     acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(l), acc[r][c]);
                 }
             }
+        }
+        let mut sm = [[0f32; 8]; C];
+        for c in 0..C {
+            _mm256_storeu_ps(sm[c].as_mut_ptr(), summs[c]);
+        }
+        for r in 0..R {
+            for c in 0..C {
+                let mut v = hsum8(acc[r][c]);
+                if W::MIN {
+                    v += sm[c][lane(r)];
+                }
+                out[(c0 + c) * args.out_stride + r0 + r] = v;
+            }
+        }
+    }
+}
+
+/// `tile` for AVX-512: two blocks per 512-bit integer dot and conversion,
+/// then the two blocks' FMAs in order, so each pair sees exactly the
+/// operations of `tile` (and of `dot_scalar`). An odd last block goes
+/// through the 256-bit body.
+#[inline(always)]
+unsafe fn tile_zmm<W: Q32, const R: usize, const C: usize>(
+    args: &GemmArgs<'_>,
+    out: &mut [f32],
+    x: &Ctx,
+    r0: usize,
+    c0: usize,
+) {
+    unsafe {
+        let nb = x.nb;
+        let mut wp = [core::ptr::null::<u8>(); R];
+        for (r, p) in wp.iter_mut().enumerate() {
+            *p = args.w_row(r0 + r).as_ptr();
+        }
+        let mut ap = [core::ptr::null::<u8>(); C];
+        let mut cp = [core::ptr::null::<i32>(); C];
+        let mut dap = [core::ptr::null::<f32>(); C];
+        let mut sp = [core::ptr::null::<f32>(); C];
+        for c in 0..C {
+            ap[c] = args.act_row(c0 + c).as_ptr().add(x.aqs);
+            cp[c] = x.ic.add((c0 + c) * nb * 8);
+            dap[c] = x.f.add((c0 + c) * nb);
+            sp[c] = x.f.add(x.o_s + (c0 + c) * nb);
+        }
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut summs = [_mm256_setzero_ps(); C];
+        let mut dd = [[[0f32; 8]; C]; 2];
+        let mut b = 0;
+        while b < nb {
+            let two = b + 1 < nb;
+            let steps = if two { 2 } else { 1 };
+            for (k, ddk) in dd.iter_mut().enumerate().take(steps) {
+                let (dw, mw) = headers::<R>(&wp, (b + k) * W::SIZE);
+                for c in 0..C {
+                    let da = _mm256_set1_ps(*dap[c].add(b + k));
+                    _mm256_storeu_ps(ddk[c].as_mut_ptr(), _mm256_mul_ps(dw, da));
+                    if W::MIN {
+                        summs[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sp[c].add(b + k)), summs[c]);
+                    }
+                }
+            }
+            core::hint::black_box(&mut dd);
+            if two {
+                let mut av = [_mm512_setzero_si512(); C];
+                let mut cv = [_mm512_setzero_si512(); C];
+                for c in 0..C {
+                    let a0 = _mm256_loadu_si256(ap[c].add(b * x.asz) as *const __m256i);
+                    let a1 = _mm256_loadu_si256(ap[c].add((b + 1) * x.asz) as *const __m256i);
+                    av[c] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a0), a1);
+                    if x.corr {
+                        cv[c] = _mm512_loadu_si512(cp[c].add(b * 8) as *const __m512i);
+                    }
+                }
+                for r in 0..R {
+                    let mut q = W::unpack2(wp[r].add(b * W::SIZE));
+                    if W::SIGNED {
+                        q = _mm512_xor_si512(q, _mm512_set1_epi8(-128));
+                    }
+                    for c in 0..C {
+                        let f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv[c], q, av[c]));
+                        let d0 = _mm256_set1_ps(dd[0][c][lane(r)]);
+                        let d1 = _mm256_set1_ps(dd[1][c][lane(r)]);
+                        acc[r][c] = _mm256_fmadd_ps(d0, _mm512_castps512_ps256(f), acc[r][c]);
+                        acc[r][c] = _mm256_fmadd_ps(d1, _mm512_extractf32x8_ps::<1>(f), acc[r][c]);
+                    }
+                }
+            } else {
+                for r in 0..R {
+                    let mut q = W::unpack(wp[r].add(b * W::SIZE));
+                    if W::SIGNED {
+                        q = _mm256_xor_si256(q, _mm256_set1_epi8(-128));
+                    }
+                    for c in 0..C {
+                        let a = _mm256_loadu_si256(ap[c].add(b * x.asz) as *const __m256i);
+                        let cv = if x.corr {
+                            _mm256_loadu_si256(cp[c].add(b * 8) as *const __m256i)
+                        } else {
+                            _mm256_setzero_si256()
+                        };
+                        let f = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(cv, q, a));
+                        let d0 = _mm256_set1_ps(dd[0][c][lane(r)]);
+                        acc[r][c] = _mm256_fmadd_ps(d0, f, acc[r][c]);
+                    }
+                }
+            }
+            b += steps;
         }
         let mut sm = [[0f32; 8]; C];
         for c in 0..C {

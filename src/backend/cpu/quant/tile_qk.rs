@@ -29,6 +29,26 @@ pub(super) trait Qk {
     unsafe fn chunk(w: *const u8, m: &Self::Meta, j: usize) -> (Self::Chunk, __m256i);
     /// The i16 pair products of a chunk with 32 activation bytes.
     unsafe fn pairs(q: Self::Chunk, a: __m256i) -> __m256i;
+    /// The eight i32 lane sums of one super-block against each of `C`
+    /// activation blocks (at `a[c]`, their quants). The default goes chunk
+    /// by chunk; types override it to share loads between chunks.
+    #[inline(always)]
+    unsafe fn sumi<A: Arch, const C: usize>(
+        w: *const u8,
+        m: &Self::Meta,
+        a: &[*const u8; C],
+    ) -> [__m256i; C] {
+        unsafe {
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for j in 0..8 {
+                let (q, sc) = Self::chunk(w, m, j);
+                for c in 0..C {
+                    sumi[c] = A::dp_i16(sumi[c], Self::pairs(q, load256(a[c].add(32 * j))), sc);
+                }
+            }
+            sumi
+        }
+    }
     /// Folds one super-block's lane sums into the pair's accumulators:
     /// `acc` (eight lanes) and `extra` (the min term, type-specific).
     unsafe fn finish(
@@ -67,6 +87,38 @@ unsafe fn split_scale(lo: i16, hi: i16) -> __m256i {
     unsafe { _mm256_setr_m128i(_mm_set1_epi16(lo), _mm_set1_epi16(hi)) }
 }
 
+/// Broadcast of i16 element `i` (0..8) of each 128-bit lane (ggml's
+/// `get_scale_shuffle_k4`).
+#[inline(always)]
+unsafe fn bcast16(v: __m256i, i: usize) -> __m256i {
+    unsafe {
+        let lo = (2 * i) as i16;
+        _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
+    }
+}
+
+/// Q6_K's per-16 scales for chunk `j`: i8 scale `2j` for the first eight
+/// i16 pairs, `2j+1` for the last eight (ggml's `get_scale_shuffle`).
+#[inline(always)]
+unsafe fn q6_scales(sc: __m128i, j: usize) -> __m256i {
+    unsafe {
+        let (a, b) = (
+            (2 * j) as i64 * 0x0101_0101_0101_0101,
+            (2 * j + 1) as i64 * 0x0101_0101_0101_0101,
+        );
+        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, _mm_set_epi64x(b, a)))
+    }
+}
+
+/// Sum of four i32 lanes (exact, wrapping).
+#[inline(always)]
+unsafe fn hsum_i32_4(v: __m128i) -> i32 {
+    unsafe {
+        let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+    }
+}
+
 /// The 16 bsums of an activation block, i16.
 #[inline(always)]
 unsafe fn bsums(a: *const u8) -> __m256i {
@@ -74,12 +126,11 @@ unsafe fn bsums(a: *const u8) -> __m256i {
 }
 
 /// Q4_K/Q5_K 6-bit scales and mins (ggml's `utmp` unpacking): scales in
-/// bytes 0..8, mins in bytes 8..16.
+/// bytes 0..8, mins in bytes 8..16, as four little-endian words.
 #[inline(always)]
-unsafe fn k4_scales_mins(p: *const u8) -> [u8; 16] {
+unsafe fn k4_scales_mins(p: *const u8) -> [u32; 4] {
     unsafe {
-        let rd =
-            |o: usize| u32::from_le_bytes([*p.add(o), *p.add(o + 1), *p.add(o + 2), *p.add(o + 3)]);
+        let rd = |o: usize| (p.add(o) as *const u32).read_unaligned();
         let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
         let mut u = [rd(0), rd(4), rd(8), 0];
         u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
@@ -87,11 +138,20 @@ unsafe fn k4_scales_mins(p: *const u8) -> [u8; 16] {
         u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
         u[2] = uaux;
         u[0] &= k1;
-        let mut out = [0u8; 16];
-        for (i, w) in u.iter().enumerate() {
-            out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
-        }
-        out
+        u
+    }
+}
+
+/// Q4_K/Q5_K scales as i16 (the eight in each 128-bit lane) and mins as i16.
+#[inline(always)]
+unsafe fn k4_meta(p: *const u8) -> (__m256i, __m128i) {
+    unsafe {
+        let u = k4_scales_mins(p);
+        // Built from registers: a store then a vector load would stall on
+        // store forwarding.
+        let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
+        let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+        (sc, _mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)))
     }
 }
 
@@ -229,21 +289,13 @@ impl Qk for Q3K {
 
 impl Qk for Q4K {
     const SIZE: usize = 144;
-    /// Scales (i16 each), and the 8 mins as i16 in a 128-bit vector.
-    type Meta = ([i16; 8], __m128i);
+    /// Scales and mins (see `k4_meta`).
+    type Meta = (__m256i, __m128i);
     type Chunk = __m256i;
 
     #[inline(always)]
     unsafe fn meta(w: *const u8) -> Self::Meta {
-        unsafe {
-            let sm = k4_scales_mins(w.add(4));
-            let mut sc = [0i16; 8];
-            for (o, s) in sc.iter_mut().zip(&sm[..8]) {
-                *o = *s as i16;
-            }
-            let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm[8..].as_ptr() as *const __m128i));
-            (sc, mins)
-        }
+        unsafe { k4_meta(w.add(4)) }
     }
 
     #[inline(always)]
@@ -255,10 +307,7 @@ impl Qk for Q4K {
             } else {
                 _mm256_srli_epi16(bits, 4)
             };
-            (
-                _mm256_and_si256(q, _mm256_set1_epi8(0xF)),
-                _mm256_set1_epi16(m.0[j]),
-            )
+            (_mm256_and_si256(q, _mm256_set1_epi8(0xF)), bcast16(m.0, j))
         }
     }
 
@@ -268,51 +317,73 @@ impl Qk for Q4K {
     }
 
     #[inline(always)]
+    unsafe fn sumi<A: Arch, const C: usize>(
+        w: *const u8,
+        m: &Self::Meta,
+        a: &[*const u8; C],
+    ) -> [__m256i; C] {
+        unsafe {
+            let sc = m.0;
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for g in 0..4 {
+                let bits = load256(w.add(16 + 32 * g));
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                let (sl, sh) = (bcast16(sc, 2 * g), bcast16(sc, 2 * g + 1));
+                for c in 0..C {
+                    let pl = _mm256_maddubs_epi16(lo, load256(a[c].add(64 * g)));
+                    let ph = _mm256_maddubs_epi16(hi, load256(a[c].add(64 * g + 32)));
+                    sumi[c] = A::dp_i16(A::dp_i16(sumi[c], pl, sl), ph, sh);
+                }
+            }
+            sumi
+        }
+    }
+
+    /// llama.cpp's repacked-Q4_K arithmetic (see `dot_scalar::q4_k`): lane 0
+    /// of `e` accumulates the super-block sums, lane 1 the min terms.
+    #[inline(always)]
     unsafe fn finish(
         w: *const u8,
         m: &Self::Meta,
         a: *const u8,
         sumi: __m256i,
-        acc: &mut __m256,
-        acc_m: &mut __m128,
+        _acc: &mut __m256,
+        e: &mut __m128,
     ) {
         unsafe {
             let ad = f32_at(a);
-            let d = ad * f16_at(w);
-            let dmin = -ad * f16_at(w.add(2));
             let bs = bsums(a);
             let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            let prod = _mm_madd_epi16(m.1, q8s);
-            *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
-            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
+            let imin = hsum_i32_4(_mm_madd_epi16(m.1, q8s));
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(sumi),
+                _mm256_extracti128_si256(sumi, 1),
+            );
+            let isum = hsum_i32_4(s);
+            let d = _mm_setr_ps(f16_at(w) * ad, f16_at(w.add(2)) * ad, 0.0, 0.0);
+            let v = _mm_setr_ps(isum as f32, imin as f32, 0.0, 0.0);
+            *e = _mm_fmadd_ps(v, d, *e);
         }
     }
 
     #[inline(always)]
-    unsafe fn result(acc: __m256, acc_m: __m128) -> f32 {
-        unsafe {
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum8(acc) + _mm_cvtss_f32(m)
-        }
+    unsafe fn result(_acc: __m256, e: __m128) -> f32 {
+        unsafe { _mm_cvtss_f32(e) - _mm_cvtss_f32(_mm_movehdup_ps(e)) }
     }
 }
 
 impl Qk for Q5K {
     const SIZE: usize = 176;
-    /// Scales, mins (128-bit i16), and the high-bit bytes.
-    type Meta = ([i16; 8], __m128i, __m256i);
+    /// Scales and mins (see `k4_meta`), and the high-bit bytes.
+    type Meta = (__m256i, __m128i, __m256i);
     type Chunk = __m256i;
 
     #[inline(always)]
     unsafe fn meta(w: *const u8) -> Self::Meta {
         unsafe {
-            let sm = k4_scales_mins(w.add(4));
-            let mut sc = [0i16; 8];
-            for (o, s) in sc.iter_mut().zip(&sm[..8]) {
-                *o = *s as i16;
-            }
-            let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm[8..].as_ptr() as *const __m128i));
+            let (sc, mins) = k4_meta(w.add(4));
             (sc, mins, load256(w.add(16)))
         }
     }
@@ -329,13 +400,49 @@ impl Qk for Q5K {
             let low = _mm256_and_si256(low, _mm256_set1_epi8(0xF));
             let hb = _mm256_and_si256(m.2, _mm256_set1_epi8((1u8 << j) as i8));
             let high = _mm256_slli_epi16(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(j as i32)), 4);
-            (_mm256_add_epi8(low, high), _mm256_set1_epi16(m.0[j]))
+            (_mm256_add_epi8(low, high), bcast16(m.0, j))
         }
     }
 
     #[inline(always)]
     unsafe fn pairs(q: __m256i, a: __m256i) -> __m256i {
         unsafe { _mm256_maddubs_epi16(q, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn sumi<A: Arch, const C: usize>(
+        w: *const u8,
+        m: &Self::Meta,
+        a: &[*const u8; C],
+    ) -> [__m256i; C] {
+        unsafe {
+            let sc = m.0;
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for g in 0..4 {
+                let bits = load256(w.add(48 + 32 * g));
+                let hb0 = _mm256_and_si256(m.2, _mm256_set1_epi8((1u8 << (2 * g)) as i8));
+                let hb1 = _mm256_and_si256(m.2, _mm256_set1_epi8((2u8 << (2 * g)) as i8));
+                // 16 where the high bit is set: compare against zero, invert.
+                let h0 = _mm256_andnot_si256(
+                    _mm256_cmpeq_epi8(hb0, _mm256_setzero_si256()),
+                    _mm256_set1_epi8(16),
+                );
+                let h1 = _mm256_andnot_si256(
+                    _mm256_cmpeq_epi8(hb1, _mm256_setzero_si256()),
+                    _mm256_set1_epi8(16),
+                );
+                let lo = _mm256_add_epi8(_mm256_and_si256(bits, m4), h0);
+                let hi = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h1);
+                let (sl, sh) = (bcast16(sc, 2 * g), bcast16(sc, 2 * g + 1));
+                for c in 0..C {
+                    let pl = _mm256_maddubs_epi16(lo, load256(a[c].add(64 * g)));
+                    let ph = _mm256_maddubs_epi16(hi, load256(a[c].add(64 * g + 32)));
+                    sumi[c] = A::dp_i16(A::dp_i16(sumi[c], pl, sl), ph, sh);
+                }
+            }
+            sumi
+        }
     }
 
     #[inline(always)]
@@ -369,19 +476,13 @@ impl Qk for Q5K {
 
 impl Qk for Q6K {
     const SIZE: usize = 210;
-    /// The 16 signed scales as i16.
-    type Meta = [i16; 16];
+    /// The 16 signed scale bytes.
+    type Meta = __m128i;
     type Chunk = __m256i;
 
     #[inline(always)]
     unsafe fn meta(w: *const u8) -> Self::Meta {
-        unsafe {
-            let mut sc = [0i16; 16];
-            for (j, s) in sc.iter_mut().enumerate() {
-                *s = *w.add(192 + j) as i8 as i16;
-            }
-            sc
-        }
+        unsafe { _mm_loadu_si128(w.add(192) as *const __m128i) }
     }
 
     #[inline(always)]
@@ -399,16 +500,57 @@ impl Qk for Q6K {
             } else {
                 _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * t as i32 - 4))
             };
-            (
-                _mm256_or_si256(low, high),
-                split_scale(m[2 * j], m[2 * j + 1]),
-            )
+            (_mm256_or_si256(low, high), q6_scales(*m, j))
         }
     }
 
     #[inline(always)]
     unsafe fn pairs(q: __m256i, a: __m256i) -> __m256i {
         unsafe { _mm256_maddubs_epi16(q, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn sumi<A: Arch, const C: usize>(
+        w: *const u8,
+        m: &Self::Meta,
+        a: &[*const u8; C],
+    ) -> [__m256i; C] {
+        unsafe {
+            let sc = *m;
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for h in 0..2 {
+                let b1 = load256(w.add(64 * h));
+                let b2 = load256(w.add(64 * h + 32));
+                let hb = load256(w.add(128 + 32 * h));
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(b1, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(3)), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(b2, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                        _mm256_and_si256(hb, _mm256_set1_epi8(48)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                        _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(-64)), 2),
+                    ),
+                ];
+                for (t, qt) in q.iter().enumerate() {
+                    let s_t = q6_scales(sc, 4 * h + t);
+                    for c in 0..C {
+                        let p = _mm256_maddubs_epi16(*qt, load256(a[c].add(128 * h + 32 * t)));
+                        sumi[c] = A::dp_i16(sumi[c], p, s_t);
+                    }
+                }
+            }
+            sumi
+        }
     }
 
     #[inline(always)]
@@ -422,7 +564,7 @@ impl Qk for Q6K {
     ) {
         unsafe {
             let d = f32_at(a) * f16_at(w.add(208));
-            let sc = _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+            let sc = _mm256_cvtepi8_epi16(*m);
             let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums(a), sc), 5);
             let sumi = _mm256_sub_epi32(sumi, sub);
             *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
@@ -476,14 +618,11 @@ unsafe fn tile<W: Qk, A: Arch, const C: usize>(
         for b in 0..args.nb {
             let wb = w.add(b * W::SIZE);
             let meta = W::meta(wb);
-            let mut sumi = [_mm256_setzero_si256(); C];
-            for j in 0..8 {
-                let (q, sc) = W::chunk(wb, &meta, j);
-                for c in 0..C {
-                    let a = load256(ap[c].add(b * A_SIZE + A_QS + 32 * j));
-                    sumi[c] = A::dp_i16(sumi[c], W::pairs(q, a), sc);
-                }
+            let mut aq = [core::ptr::null::<u8>(); C];
+            for c in 0..C {
+                aq[c] = ap[c].add(b * A_SIZE + A_QS);
             }
+            let sumi = W::sumi::<A, C>(wb, &meta, &aq);
             for c in 0..C {
                 W::finish(
                     wb,
