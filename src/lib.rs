@@ -1,7 +1,6 @@
 //! llorchd: serve and orchestrate LLM inference on GGUF models.
 //!
 //! Layout (see docs/ARCHITECTURE.md for the invariants):
-//! - `api`: HTTP routes and JSON wire shapes (the node protocol so far).
 //! - `config`: typed TOML config, defaults, env overrides; depends on nothing.
 //! - `gguf`: the GGUF format (parse over bytes, write, tensor types, summary).
 //! - `backend`: numeric kernels (`backend::cpu`: quantized dot products, gemm,
@@ -12,8 +11,14 @@
 //! - `net`: bearer auth, TLS (rustls), pure-Rust DNS, the HTTP client and
 //!   the accept loop shared by the HTTP servers.
 //! - `store`: the model store and its redb catalog (the only redb user).
-//! - `control`: the control side (node registry and node placement so far).
 //! - `worker`: pools, the engine thread and continuous batching.
+//! - `transport`: how the control side reaches a pool (`PoolClient`), with
+//!   the in-process implementation `LocalPool`.
+//! - `control`: admission, placement, sessions, task records, dispatch; the
+//!   cloud node registry and node placement.
+//! - `api`: HTTP routes, wire shapes, SSE, the OpenAI surface, the node
+//!   protocol.
+//! - `profile`: wiring a process from its config (`profile::Home`).
 //! - `telemetry`: metric names, the Prometheus recorder, logging, systemd notify.
 //! - `testing`: where tests find the real models (not used by the server).
 //!
@@ -27,8 +32,10 @@ pub mod control;
 pub mod gguf;
 pub mod model;
 pub mod net;
+pub mod profile;
 pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod transport;
 pub mod worker;

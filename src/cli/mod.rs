@@ -11,6 +11,7 @@ mod check_config;
 mod engine_args;
 mod generate;
 mod models;
+mod serve;
 mod synth;
 mod tokenize;
 
@@ -91,6 +92,8 @@ commands! {
     Bench(bench::Bench),
     /// Print a model's token ids for a text (like `llama-tokenize --ids`).
     Tokenize(tokenize::TokenizeArgs),
+    /// Serve the API: the home profile with the pools named in the config.
+    Serve(serve::Serve),
 }
 
 fn init_logging() {
@@ -108,7 +111,10 @@ fn init_logging() {
 pub fn main() -> ExitCode {
     // clap prints help and version (exit 0) and usage errors (exit 2) itself.
     let cli = Cli::parse();
-    init_logging();
+    // The server installs its own logging (JSON, journald) from the config.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging();
+    }
     let ctx = Context {
         config_path: cli.config,
     };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::cpu::Isa;
 use crate::model::{BatchEntry, Forward, Model, ModelError};
@@ -86,6 +86,10 @@ impl Engine {
         let mut fw = Forward::new(spec.threads.max(1), spec.isa);
         self_test(&model, &mut fw)?;
         let stats = Arc::new(PoolStats::default());
+        // Admission predicts start times from measured rates; until real
+        // traffic is measured, a short warm measurement stands in.
+        let (prefill_tps, step) = measure_rates(&model, &mut fw)?;
+        stats.seed(step, prefill_tps);
         let (tx, rx) = mpsc::channel();
         let sched = Scheduler::new(
             model.clone(),
@@ -150,6 +154,37 @@ fn self_test(model: &Model, fw: &mut Forward) -> Result<(), PoolError> {
         return Err(PoolError::SelfTest("non-finite logits".into()));
     }
     Ok(())
+}
+
+/// Tokens in the start-up prefill measurement.
+const MEASURE_PREFILL: usize = 16;
+
+/// One prefill of a few tokens and one decode step on a warm model (after
+/// the self-test touched every weight): prompt tokens per second and the
+/// duration of a decode step.
+fn measure_rates(model: &Model, fw: &mut Forward) -> Result<(f64, Duration), PoolError> {
+    let n = MEASURE_PREFILL
+        .min(model.hparams.n_ctx_train.saturating_sub(1))
+        .max(1);
+    let mut cache = model.new_cache(n + 1);
+    let tok = model.tokenizer.bos().unwrap_or(0);
+    let prompt = vec![tok; n];
+    let mut run = |tokens: &[u32], cache: &mut crate::model::SeqCache| {
+        let t0 = Instant::now();
+        let mut batch = [BatchEntry {
+            cache,
+            tokens,
+            want_logits: true,
+        }];
+        model
+            .forward(fw, &mut batch)
+            .map_err(|e| PoolError::SelfTest(e.to_string()))?;
+        Ok::<_, PoolError>(t0.elapsed())
+    };
+    let prefill = run(&prompt, &mut cache)?;
+    let step = run(&[tok], &mut cache)?;
+    let tps = n as f64 / prefill.as_secs_f64().max(1e-6);
+    Ok((tps, step))
 }
 
 /// A pool as the rest of the worker sees it: a stable id and state around a

@@ -85,6 +85,20 @@ impl PoolStats {
         r.samples += 1;
     }
 
+    /// A first measurement, taken at start-up: a decode step of `step` and
+    /// a prefill rate of `prefill_tps`. Replaced by real measurements as
+    /// they come.
+    pub fn seed(&self, step: Duration, prefill_tps: f64) {
+        let ms = step.as_secs_f64() * 1000.0;
+        let mut r = self.rates.lock().unwrap();
+        if r.decode_step_ms == 0.0 && ms > 0.0 {
+            r.decode_step_ms = ms;
+        }
+        if r.prefill_tps == 0.0 && prefill_tps.is_finite() && prefill_tps > 0.0 {
+            r.prefill_tps = prefill_tps;
+        }
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = *self.rates.lock().unwrap();
         StatsSnapshot {
@@ -117,5 +131,16 @@ mod tests {
         }
         assert!((s.snapshot().decode_step_ms - 20.0).abs() < 0.01);
         assert_eq!(s.snapshot().tokens_processed, 4 + 100 + 800);
+    }
+
+    #[test]
+    fn seed_gives_a_first_rate_and_yields_to_measurements() {
+        let s = PoolStats::default();
+        s.seed(Duration::from_millis(20), 400.0);
+        assert_eq!(s.snapshot().decode_step_ms, 20.0);
+        assert_eq!(s.snapshot().prefill_tps, 400.0);
+        s.record_step(Duration::from_millis(10), 3, 3);
+        let d = s.snapshot().decode_step_ms;
+        assert!(d < 20.0 && d > 10.0, "{d}");
     }
 }
