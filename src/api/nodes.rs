@@ -208,11 +208,16 @@ async fn list(State(svc): State<Arc<NodeService>>) -> Json<NodesResponse> {
 }
 
 async fn availability(State(svc): State<Arc<NodeService>>) -> Json<AvailabilityResponse> {
+    Json(availability_of(&svc))
+}
+
+/// Per model id, the nodes that hold it, from what they report.
+pub fn availability_of(svc: &NodeService) -> AvailabilityResponse {
     let av = svc.read(|r, _| r.availability());
-    Json(AvailabilityResponse {
+    AvailabilityResponse {
         models: av
             .into_iter()
             .map(|(model, holders)| ModelAvailabilityWire::new(model, &holders))
             .collect(),
-    })
+    }
 }

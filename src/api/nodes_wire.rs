@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{validate_base_url, validate_id};
 use crate::control::node_registry::{
-    Heartbeat, ModelHolder, NodeEntry, NodeReport, Now, Registration,
+    Heartbeat, ModelHolder, NodeEntry, NodeReport, NodeState, Now, Registration,
 };
 use crate::store::{GpuRecord, PoolRecord, StagedModelRecord};
 
@@ -157,8 +157,12 @@ pub struct NodesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HolderWire {
     pub node_id: String,
+    /// `online`, `stale`, `offline` or `draining`.
     pub state: String,
-    /// A pool on the node serves the model.
+    pub online: bool,
+    /// The node's pools that serve the model.
+    pub pools: Vec<String>,
+    /// A pool on the node serves the model (else it is only staged).
     pub served: bool,
     /// A pool serving it is Ready.
     pub ready: bool,
@@ -168,9 +172,12 @@ pub struct HolderWire {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAvailabilityWire {
     pub model_id: String,
+    /// The digest every holder reports; null when they disagree.
+    pub sha256: Option<String>,
     /// `replicated` (more than one node holds it) or `single`.
     pub availability: String,
     pub replicated: bool,
+    pub node_count: usize,
     /// Nodes online with a Ready pool serving it.
     pub ready_nodes: usize,
     pub nodes: Vec<HolderWire>,
@@ -385,19 +392,25 @@ impl NodeWire {
 impl ModelAvailabilityWire {
     pub fn new(model_id: String, holders: &[ModelHolder]) -> ModelAvailabilityWire {
         let replicated = holders.len() > 1;
+        let sha256 = holders
+            .first()
+            .map(|h| h.sha256.clone())
+            .filter(|d| holders.iter().all(|h| &h.sha256 == d));
+        let online = |h: &ModelHolder| h.state == NodeState::Online;
         ModelAvailabilityWire {
             model_id,
+            sha256,
             availability: if replicated { "replicated" } else { "single" }.into(),
             replicated,
-            ready_nodes: holders
-                .iter()
-                .filter(|h| h.ready && h.state == crate::control::node_registry::NodeState::Online)
-                .count(),
+            node_count: holders.len(),
+            ready_nodes: holders.iter().filter(|h| h.ready && online(h)).count(),
             nodes: holders
                 .iter()
                 .map(|h| HolderWire {
                     node_id: h.node_id.clone(),
                     state: h.state.as_str().to_string(),
+                    online: online(h),
+                    pools: h.pools.clone(),
                     served: h.served,
                     ready: h.ready,
                     sha256: h.sha256.clone(),

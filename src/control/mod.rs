@@ -13,8 +13,11 @@
 //! - `node_placement`: which node's pool runs a task (pure functions).
 //! - `nodes`: [`nodes::NodeService`], the registry persisted, swept and
 //!   measured.
+//! - `cluster`: [`cluster::ClusterPool`], one pool per model over the
+//!   workers that serve it; failover before the first token.
 
 pub mod admission;
+pub mod cluster;
 pub mod node_placement;
 pub mod node_registry;
 pub mod nodes;

@@ -233,6 +233,8 @@ impl NodeEntry {
 pub struct ModelHolder {
     pub node_id: String,
     pub state: NodeState,
+    /// The node's pools that serve the model (none when it is only staged).
+    pub pools: Vec<String>,
     /// A pool on the node serves the model (else it is only staged there).
     pub served: bool,
     /// A pool serving it is Ready.
@@ -278,6 +280,8 @@ struct Row {
     node: Arc<str>,
     pool: Arc<str>,
     slot: u32,
+    /// Index into the node's `record.pools`.
+    pool_index: u32,
     ready: bool,
     ctx: u64,
     slots_total: u64,
@@ -346,6 +350,8 @@ pub struct NodeRegistry {
     counts: StateCounts,
     dirty: HashSet<usize>,
     removed: Vec<String>,
+    /// Bumped whenever the set of served model ids changes.
+    models_version: u64,
 }
 
 /// Identity of a pool list for the model index and persistence: what
@@ -383,7 +389,13 @@ impl NodeRegistry {
             counts: StateCounts::default(),
             dirty: HashSet::new(),
             removed: Vec::new(),
+            models_version: 0,
         }
+    }
+
+    /// Changes whenever a model id starts or stops being served.
+    pub fn models_version(&self) -> u64 {
+        self.models_version
     }
 
     pub fn timeout_ms(&self) -> u64 {
@@ -690,6 +702,40 @@ impl NodeRegistry {
         })
     }
 
+    /// The pools serving `model_id` with their node, and whether each can
+    /// take work now (node online with a fresh heartbeat, pool Ready).
+    pub fn serving<'a>(
+        &'a self,
+        model_id: &str,
+        now: Now,
+    ) -> impl Iterator<Item = (&'a NodeEntry, &'a PoolRecord, bool)> + 'a {
+        let rows: &[Option<Row>] = self.by_model.get(model_id).map_or(&[], |m| &m.rows);
+        rows.iter().flatten().map(move |r| {
+            let e = self.slots[r.slot as usize]
+                .as_ref()
+                .expect("indexed slot is live");
+            let p = &e.record.pools[r.pool_index as usize];
+            (e, p, r.ready && self.fresh_online(r.slot as usize, now))
+        })
+    }
+
+    /// Model ids that some pool of some node serves.
+    pub fn served_models(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_model.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Does any node hold `model_id` (a pool serves it, or it is staged)?
+    pub fn holds(&self, model_id: &str) -> bool {
+        self.by_model.contains_key(model_id)
+            || self
+                .slots
+                .iter()
+                .flatten()
+                .any(|e| e.record.models.iter().any(|m| m.model_id == model_id))
+    }
+
     /// Place a task among the nodes serving its model.
     pub fn place(
         &self,
@@ -747,6 +793,7 @@ impl NodeRegistry {
                     .or_insert_with(|| ModelHolder {
                         node_id: node.clone(),
                         state: e.state,
+                        pools: Vec::new(),
                         served: false,
                         ready: false,
                         sha256: m.sha256.clone(),
@@ -760,11 +807,13 @@ impl NodeRegistry {
                     .or_insert_with(|| ModelHolder {
                         node_id: node.clone(),
                         state: e.state,
+                        pools: Vec::new(),
                         served: false,
                         ready: false,
                         sha256: p.model_digest.clone(),
                     });
                 h.served = true;
+                h.pools.push(p.pool_id.clone());
                 h.ready |= p.state == "ready";
             }
         }
@@ -818,11 +867,12 @@ impl NodeRegistry {
     fn index(&mut self, slot: usize, inflight: &HashMap<String, u32>) {
         let e = self.slots[slot].as_mut().expect("indexing a live slot");
         e.rows.clear();
-        for p in &e.record.pools {
+        for (i, p) in e.record.pools.iter().enumerate() {
             let mut row = Row {
                 node: e.id.clone(),
                 pool: Arc::from(p.pool_id.as_str()),
                 slot: slot as u32,
+                pool_index: i as u32,
                 ready: false,
                 ctx: 0,
                 slots_total: 0,
@@ -834,7 +884,10 @@ impl NodeRegistry {
             row.refresh(p);
             let idx = match self.by_model.get_mut(p.model_id.as_str()) {
                 Some(m) => m,
-                None => self.by_model.entry(p.model_id.clone()).or_default(),
+                None => {
+                    self.models_version += 1;
+                    self.by_model.entry(p.model_id.clone()).or_default()
+                }
             };
             e.rows.push(idx.add(row));
         }
@@ -848,6 +901,7 @@ impl NodeRegistry {
                 m.take(row);
                 if m.live == 0 {
                     self.by_model.remove(p.model_id.as_str());
+                    self.models_version += 1;
                 }
             }
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::store::{NodeRecord, NodeStore, StoreError};
 use crate::telemetry::metrics::{self as m, label, node_state};
 
+use super::service::{ModelCatalog, ModelLookup};
 use super::node_placement::{NodeDecision, NodePlacementError, NodePlacementRequest};
 use super::node_registry::{
     Changes, Clock, Heartbeat, HeartbeatOutcome, NodeRegistry, NodeState, Now, RegisterOutcome,
@@ -29,6 +30,8 @@ pub struct NodeService {
     flush: tokio::sync::Mutex<()>,
     /// `orchd_pools_available` series set last time (to zero the ones gone).
     pool_series: Mutex<HashSet<String>>,
+    /// The registry's models version, published when it changes.
+    models: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -85,9 +88,26 @@ impl NodeService {
             clock,
             flush: tokio::sync::Mutex::new(()),
             pool_series: Mutex::new(HashSet::new()),
+            models: tokio::sync::watch::channel(0).0,
         });
+        svc.publish_models();
         svc.record_gauges();
         Ok(svc)
+    }
+
+    /// Changes whenever a model id starts or stops being served by some
+    /// node (the control profile adds a cluster pool per served model).
+    pub fn watch_models(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.models.subscribe()
+    }
+
+    fn publish_models(&self) {
+        let v = self.reg.lock().unwrap().models_version();
+        self.models.send_if_modified(|cur| {
+            let changed = *cur != v;
+            *cur = v;
+            changed
+        });
     }
 
     pub fn now(&self) -> Now {
@@ -128,6 +148,7 @@ impl NodeService {
             RegisterOutcome::Restarted { .. } => "node registered after a worker restart",
         };
         tracing::info!(node_id = %node_id, state = %state, human);
+        self.publish_models();
         self.flush().await?;
         self.record_gauges();
         Ok((outcome, state))
@@ -144,6 +165,7 @@ impl NodeService {
             .unwrap()
             .heartbeat(node_id, hb, self.clock.now());
         if let Ok(HeartbeatOutcome::Accepted { from, to }) = out {
+            self.publish_models();
             if from != to {
                 log_transition(&Transition {
                     node_id: node_id.to_string(),
@@ -165,6 +187,7 @@ impl NodeService {
         let out = self.reg.lock().unwrap().deregister(node_id, instance_id);
         if out.is_ok() {
             tracing::info!(node_id = %node_id, human = "node deregistered");
+            self.publish_models();
             self.flush().await?;
             self.record_gauges();
         }
@@ -216,6 +239,7 @@ impl NodeService {
         for t in &transitions {
             log_transition(t);
         }
+        self.publish_models();
         self.flush().await?;
         self.record_gauges();
         Ok(transitions)
@@ -306,6 +330,18 @@ impl NodeService {
             });
         }
         *series = current;
+    }
+}
+
+/// Model lookups for admission on a control plane: a model is known when
+/// some node holds it.
+impl ModelCatalog for NodeService {
+    fn lookup(&self, model_id: &str) -> ModelLookup {
+        if self.read(|r, _| r.holds(model_id)) {
+            ModelLookup::Active
+        } else {
+            ModelLookup::Unknown
+        }
     }
 }
 

@@ -242,6 +242,23 @@ pub async fn require_bearer(
     }
 }
 
+/// Paths a probe may call without the token on a guarded client API:
+/// liveness and readiness say nothing secret.
+pub const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// As [`require_bearer`], but lets [`OPEN_PATHS`] through: for the client
+/// API when it listens beyond loopback.
+pub async fn require_bearer_except_probes(
+    State(token): State<Arc<ApiToken>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    require_bearer(State(token), req, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

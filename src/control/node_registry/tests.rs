@@ -519,6 +519,7 @@ fn random_operations_keep_the_books_straight() {
                         .map(|r| {
                             let e = f.reg.slots[r.slot as usize].as_ref().unwrap();
                             assert_eq!(&*r.node, e.record.node_id);
+                            assert_eq!(e.record.pools[r.pool_index as usize].model_id, m);
                             assert!(e
                                 .record
                                 .pools
