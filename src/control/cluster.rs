@@ -454,6 +454,11 @@ impl PoolClient for ClusterPool {
                         if e.code == ErrorCode::WorkerLost {
                             sh.nodes.mark_unreachable(&node);
                         }
+                        warn!(
+                            node_id = %node,
+                            error = %e.message,
+                            human = "worker could not tokenize the prompt; trying another node",
+                        );
                         excluded.push(node);
                         last = Some(e);
                     }

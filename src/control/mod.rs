@@ -26,6 +26,9 @@ pub mod service;
 pub mod sessions;
 pub mod tasks;
 
+#[cfg(test)]
+mod cluster_tests;
+
 pub use admission::Priority;
 pub use service::{
     new_task_id, Admission, Control, ControlSettings, MaxTokensDefault, ModelCatalog, ModelLookup,

@@ -1,0 +1,961 @@
+//! The cloud profile end to end: control planes and workers as real
+//! `llorchd` processes on 127.0.0.1 ports (one test in a network namespace
+//! of its own), the real SmolLM2 model staged on the workers that serve it,
+//! short heartbeat intervals and node timeouts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use llorchd::testing::{real_model, RealModel};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llorchd");
+const TOKEN: &str = "cloud-test-token-0123456789abcdef";
+/// Node timeout of the control planes here, and the workers' heartbeat.
+const TIMEOUT_MS: u64 = 2000;
+const INTERVAL_S: u64 = 1;
+/// A prompt SmolLM2 answers at length (greedy).
+const LONG_PROMPT: &str = "Count from 1 to 500, separated by commas: 1, 2, 3,";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `llorchd serve`, killed when dropped.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    cfg: PathBuf,
+    envs: Vec<(String, String)>,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, cfg: &Path, envs: &[(&str, &str)], netns: Option<&str>) -> Proc {
+        let mut p = Proc {
+            name: name.to_string(),
+            child: None,
+            log: cfg.with_extension("log"),
+            cfg: cfg.to_path_buf(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            netns: netns.map(String::from),
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        c.args(["serve", "--config"])
+            .arg(&self.cfg)
+            .env_remove("LLORCH_CONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("LLORCH_API_TOKEN")
+            .env_remove("LLORCH_API_TOKEN_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("LLORCH_API_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        self.child = Some(c.spawn().unwrap());
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut c = self.child.take().unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                panic!("{} did not stop on SIGTERM:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            unsafe {
+                // A stopped process must be continued to die cleanly.
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
+        }
+        self.kill();
+    }
+}
+
+/// Where one test keeps its files.
+struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Stage SmolLM2 as `smollm2` in the store of `node`.
+    fn stage_smollm2(&self, node: &str) {
+        let out = Command::new(BIN)
+            .args(["models", "stage", "--id", "smollm2"])
+            .arg(real_model(RealModel::Smollm2))
+            .env_remove("LLORCH_CONFIG")
+            .env("LLORCH_STORE_DIR", self.path(node))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn control(&self, name: &str, bind: &str, extra: &str) -> PathBuf {
+        let cfg = self.path(&format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "profile = \"cloud\"\nrole = \"control\"\n{extra}\n[server]\nbind = \"{bind}\"\nshutdown_grace_ms = 2000\n[store]\ndir = \"{}\"\n[cloud]\nnode_timeout_ms = {TIMEOUT_MS}\n[logging]\nformat = \"json\"\nlevel = \"info\"\n",
+                self.path(name).display()
+            ),
+        )
+        .unwrap();
+        cfg
+    }
+
+    fn worker(&self, name: &str, bind: &str, controls: &[String], smollm2: bool, extra: &str) -> PathBuf {
+        let cfg = self.path(&format!("{name}.toml"));
+        let urls: Vec<String> = controls.iter().map(|c| format!("\"{c}\"")).collect();
+        let pools = if smollm2 {
+            "[[pools]]\nid = \"default\"\nmodel = \"smollm2\"\nslots = 1\nthreads = 1\nctx = 1024\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &cfg,
+            format!(
+                "profile = \"cloud\"\nrole = \"worker\"\n{extra}\n[server]\nbind = \"{bind}\"\nshutdown_grace_ms = 2000\n[store]\ndir = \"{}\"\n[cloud]\nnode_id = \"{name}\"\ncontrol_urls = [{}]\nheartbeat_interval_secs = {INTERVAL_S}\n[logging]\nformat = \"json\"\nlevel = \"info\"\n{pools}",
+                self.path(name).display(),
+                urls.join(", ")
+            ),
+        )
+        .unwrap();
+        cfg
+    }
+}
+
+/// An HTTP client for the tests: no proxy, optional TLS material.
+fn client(tls: Option<(&Path, Option<(&Path, &Path)>)>) -> reqwest::Client {
+    let mut cfg = llorchd::config::TlsConfig::default();
+    if let Some((ca, cert)) = tls {
+        cfg.ca = Some(ca.to_path_buf());
+        if let Some((c, k)) = cert {
+            cfg.cert = Some(c.to_path_buf());
+            cfg.key = Some(k.to_path_buf());
+        }
+    }
+    llorchd::net::client::build_client(
+        &cfg,
+        llorchd::net::dns::HickoryDns::from_system(),
+        llorchd::net::client::ClientTimeouts {
+            connect: Duration::from_secs(5),
+            read_idle: Duration::from_secs(60),
+        },
+    )
+    .unwrap()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            http: client(None),
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        match r.send().await {
+            Ok(resp) => {
+                let s = resp.status().as_u16();
+                (s, resp.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The state of `node` in `GET /v2/nodes`, if listed.
+    async fn node_state(&self, node: &str) -> Option<String> {
+        let (s, v) = self.get("/v2/nodes", Some(TOKEN)).await;
+        if s != 200 {
+            return None;
+        }
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == node)
+            .map(|n| n["state"].as_str().unwrap().to_string())
+    }
+
+    async fn node_ids(&self) -> Vec<String> {
+        let (_, v) = self.get("/v2/nodes", Some(TOKEN)).await;
+        v["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| n["node_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn wait_state(&self, node: &str, state: &str, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.node_state(node).await.as_deref() == Some(state) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{node} not {state} within {within:?} (now {:?})",
+                self.node_state(node).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_up(&self) {
+        let t0 = Instant::now();
+        while self.get("/healthz", None).await.0 != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{} never came up", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submit a task; returns its id.
+    async fn submit(&self, body: Value) -> String {
+        let (s, v) = self.post("/v2/tasks", body, None).await;
+        assert_eq!(s, 202, "{v}");
+        v["task_id"].as_str().unwrap().to_string()
+    }
+
+    /// Read a task's SSE frames until `end` or `error`; `on_token` sees the
+    /// token count after each token.
+    async fn frames(&self, task: &str, mut on_token: impl FnMut(usize)) -> Vec<(String, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/v2/tasks/{task}/events", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut out = Vec::new();
+        let mut tokens = 0;
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(i) = buf.find("\n\n") {
+                let frame: String = buf.drain(..i + 2).collect();
+                let mut event = String::new();
+                let mut data = Value::Null;
+                for line in frame.lines() {
+                    if let Some(e) = line.strip_prefix("event: ") {
+                        event = e.to_string();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(d).unwrap_or(Value::Null);
+                    }
+                }
+                let last = event == "end" || event == "error";
+                if event == "token" {
+                    tokens += 1;
+                    on_token(tokens);
+                }
+                out.push((event, data));
+                if last {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn kinds(frames: &[(String, Value)]) -> Vec<&str> {
+    frames.iter().map(|(e, _)| e.as_str()).collect()
+}
+
+fn last(frames: &[(String, Value)]) -> &(String, Value) {
+    frames.last().expect("no frames")
+}
+
+/// `orchd_tasks_dispatched_total` for a node and outcome, from `/metrics`.
+fn dispatched(metrics: &str, node: &str, outcome: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("orchd_tasks_dispatched_total{"))
+        .filter(|l| {
+            l.contains(&format!("node_id=\"{node}\"")) && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn short_task(model: &str) -> Value {
+    json!({"model_ref": model, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
+}
+
+fn long_task(max_tokens: usize) -> Value {
+    json!({"model_ref": "smollm2", "prompt": LONG_PROMPT, "max_tokens": max_tokens, "temperature": 0})
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn registration_availability_placement_and_auth() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    // w1 holds SmolLM2; w2 holds nothing; w3 has the wrong token.
+    let w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, ""),
+        &[],
+        None,
+    );
+    let mut w2 = Proc::spawn(
+        "w2",
+        &d.worker("w2", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &[],
+        None,
+    );
+    let w3 = Proc::spawn(
+        "w3",
+        &d.worker("w3", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &[("LLORCH_API_TOKEN", "a-wrong-token-0123456789abcdef")],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w2", "online", Duration::from_secs(30)).await;
+
+        // The node listing.
+        let (s, v) = api.get("/v2/nodes", Some(TOKEN)).await;
+        assert_eq!(s, 200);
+        let w1_entry = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == "w1")
+            .unwrap()
+            .clone();
+        assert!(w1_entry["address"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+        assert_eq!(w1_entry["pools"][0]["model_id"], "smollm2");
+        assert_eq!(w1_entry["pools"][0]["state"], "ready");
+        assert_eq!(w1_entry["gpus"][0]["device"], "cpu");
+        assert_eq!(w1_entry["gpus"][0]["vram_total_bytes"], 0);
+        assert!(w1_entry["last_heartbeat_ms"].as_u64().unwrap() > 0);
+
+        // Availability: SmolLM2 on w1 only.
+        let (s, v) = api.get("/v2/catalog/availability", None).await;
+        assert_eq!(s, 200, "{v}");
+        let m = v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model_id"] == "smollm2")
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(m["availability"], "single");
+        assert_eq!(m["replicated"], false);
+        let holders: Vec<&str> = m["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(holders, ["w1"]);
+        assert_eq!(m["sha256"], RealModel::Smollm2.sha256());
+
+        // Placement on the holder, native and OpenAI.
+        let id = api.submit(short_task("smollm2")).await;
+        let f = api.frames(&id, |_| {}).await;
+        assert_eq!(last(&f).0, "end", "{f:?}");
+        let (s, v) = api
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(v["choices"][0]["message"]["content"].is_string());
+        let metrics = api.metrics().await;
+        assert_eq!(dispatched(&metrics, "w1", "ok"), 2.0, "{metrics}");
+        assert_eq!(dispatched(&metrics, "w2", "ok"), 0.0);
+        assert!(metrics.contains("orchd_nodes_online 2"), "{metrics}");
+        // An unknown model.
+        let (s, v) = api.post("/v2/tasks", short_task("nope"), None).await;
+        assert_eq!((s, v["code"].as_str()), (404, Some("MODEL_NOT_FOUND")), "{v}");
+
+        // Missing or wrong token: 401 and nothing registered.
+        let reg = json!({"node_id": "intruder", "instance_id": "x", "address": "http://10.9.9.9:1", "version": "0"});
+        for tok in [None, Some("wrong-token-0123456789")] {
+            let (s, v) = api.post("/v2/nodes/register", reg.clone(), tok).await;
+            assert_eq!((s, v["code"].as_str()), (401, Some("AUTH_FAILED")));
+            assert_eq!(api.get("/v2/nodes", tok).await.0, 401);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(api.node_ids().await, ["w1", "w2"]);
+        let w3_log = w3.log();
+        assert!(w3_log.contains("401"), "{w3_log}");
+        assert!(!w3_log.contains("a-wrong-token"), "the token leaked into the log");
+
+        // SIGTERM: w2 drains and deregisters.
+        assert!(w2.terminate().success(), "{}", w2.log());
+        assert_eq!(api.node_ids().await, ["w1"]);
+        assert!(w2.log().contains("deregistered"));
+    });
+    drop(w1);
+}
+
+#[test]
+fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let w1_port = free_port();
+    let mut w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{w1_port}"), &[cp_url.clone()], true, ""),
+        &[],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        let id = api.submit(long_task(400)).await;
+        let pid = w1.pid();
+        let mut killed_at = None;
+        let f = api
+            .frames(&id, |n| {
+                if n == 3 && killed_at.is_none() {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    killed_at = Some(Instant::now());
+                }
+            })
+            .await;
+        let killed_at = killed_at.expect("never reached 3 tokens");
+        let (kind, data) = last(&f);
+        assert_eq!(kind, "error", "{f:?}");
+        assert_eq!(data["code"], "WORKER_LOST", "{data}");
+        assert_eq!(data["retriable"], true);
+        assert!(kinds(&f).iter().filter(|k| **k == "token").count() >= 3);
+        // Offline within the node timeout plus one heartbeat interval.
+        api.wait_state("w1", "offline", Duration::from_secs(30)).await;
+        let took = killed_at.elapsed();
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
+            "offline after {took:?}"
+        );
+        let metrics = api.metrics().await;
+        assert!(metrics.contains("outcome=\"worker_lost\""), "{metrics}");
+
+        // The worker comes back (a new process, same node id): accepted.
+        w1.kill();
+        w1.start();
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        // It stays online (no flapping) and serves.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(api.node_state("w1").await.as_deref(), Some("online"));
+        }
+        let id = api.submit(short_task("smollm2")).await;
+        assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
+    });
+    let log = cp.log();
+    assert!(log.contains("back online") || log.contains("registered again"), "{log}");
+}
+
+#[test]
+fn a_frozen_worker_goes_offline_and_comes_back() {
+    let d = Dir::new();
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &[],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        // Freeze it right after a heartbeat went out, then time the fall.
+        w1.signal(libc::SIGSTOP);
+        let t0 = Instant::now();
+        let took = api
+            .wait_state("w1", "offline", Duration::from_secs(10))
+            .await;
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
+            "offline after {took:?}"
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(TIMEOUT_MS / 2), "offline too early");
+        w1.signal(libc::SIGCONT);
+        api.wait_state("w1", "online", Duration::from_millis(TIMEOUT_MS + 2000))
+            .await;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(api.node_state("w1").await.as_deref(), Some("online"));
+        }
+    });
+}
+
+#[test]
+fn tasks_move_to_the_other_holder() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    d.stage_smollm2("w2");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let urls = [cp_url.clone()];
+    let mut w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
+        &[],
+        None,
+    );
+    let _w2 = Proc::spawn(
+        "w2",
+        &d.worker("w2", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
+        &[],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w2", "online", Duration::from_secs(30)).await;
+        let (_, v) = api.get("/v2/catalog/availability", None).await;
+        assert_eq!(v["models"][0]["availability"], "replicated", "{v}");
+
+        // 1. Lost before the first token: w1 is frozen (still online for
+        // the registry), the task prefers it, its stream never starts; the
+        // task moves to w2 and the client sees one clean stream.
+        w1.signal(libc::SIGSTOP);
+        let mut t = short_task("smollm2");
+        t["placement"] = json!({"mode": "prefer", "prefer_pools": ["w1"]});
+        let id = api.submit(t).await;
+        let f = api.frames(&id, |_| {}).await;
+        assert_eq!(last(&f).0, "end", "{f:?}");
+        assert!(!kinds(&f).contains(&"error"));
+        let metrics = api.metrics().await;
+        assert!(
+            dispatched(&metrics, "w1", "worker_lost") + dispatched(&metrics, "w1", "unreachable")
+                >= 1.0,
+            "{metrics}"
+        );
+        assert_eq!(dispatched(&metrics, "w2", "ok"), 1.0, "{metrics}");
+        w1.signal(libc::SIGCONT);
+        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+
+        // 2. Queued while its worker dies: one long task on each worker
+        // fills both slots, a third waits in the control plane's queue;
+        // w1 dies; the third runs on w2.
+        let mut a = long_task(60);
+        a["placement"] = json!({"mode": "pin", "pin_node_id": "w1"});
+        let mut b = long_task(30);
+        b["placement"] = json!({"mode": "pin", "pin_node_id": "w2"});
+        let ta = api.submit(a).await;
+        let tb = api.submit(b).await;
+        let (s, v) = api.post("/v2/tasks", short_task("smollm2"), None).await;
+        assert_eq!(s, 202, "{v}");
+        let tc = v["task_id"].as_str().unwrap().to_string();
+        assert!(v["queue_position"].as_u64().unwrap() >= 1, "{v}");
+        let w1_pid = w1.pid();
+        let mut killed = false;
+        let fa = api
+            .frames(&ta, |n| {
+                if n == 2 && !killed {
+                    unsafe { libc::kill(w1_pid, libc::SIGKILL) };
+                    killed = true;
+                }
+            })
+            .await;
+        assert_eq!(last(&fa).1["code"], "WORKER_LOST", "{fa:?}");
+        let fc = api.frames(&tc, |_| {}).await;
+        assert_eq!(last(&fc).0, "end", "{fc:?}");
+        let fb = api.frames(&tb, |_| {}).await;
+        assert_eq!(last(&fb).0, "end", "{fb:?}");
+    });
+    let log = cp.log();
+    let dispatched_c = log
+        .lines()
+        .filter(|l| l.contains("task dispatched"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["human"].as_str().unwrap_or("").contains("on node w2"))
+        .count();
+    assert!(dispatched_c >= 3, "{log}");
+    drop(w1);
+}
+
+#[test]
+fn a_restarted_control_plane_knows_its_nodes_at_once() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let mut cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let _w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, ""),
+        &[],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        // A crash, not a clean stop: nothing is written at exit.
+        cp.kill();
+        cp.start();
+        api.wait_up().await;
+        let first = api.node_state("w1").await;
+        assert!(
+            matches!(first.as_deref(), Some("stale") | Some("online")),
+            "after the restart: {first:?}\n{}",
+            cp.log()
+        );
+        let (_, v) = api.get("/v2/catalog/availability", None).await;
+        assert_eq!(v["models"][0]["model_id"], "smollm2", "{v}");
+        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+        let id = api.submit(short_task("smollm2")).await;
+        assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
+    });
+    assert!(cp.log().contains("restored the node registry"));
+}
+
+#[test]
+fn two_control_planes_share_the_same_workers() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let (p1, p2) = (free_port(), free_port());
+    let (u1, u2) = (
+        format!("http://127.0.0.1:{p1}"),
+        format!("http://localhost:{p2}"),
+    );
+    let _cp1 = Proc::spawn("cp1", &d.control("cp1", &format!("127.0.0.1:{p1}"), ""), &[], None);
+    let _cp2 = Proc::spawn("cp2", &d.control("cp2", &format!("127.0.0.1:{p2}"), ""), &[], None);
+    // The seed name for the control-plane list, comma-separated; the
+    // second one by host name, resolved without NSS.
+    let _w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[], true, ""),
+        &[("ORCHESTRATORD_URL", &format!("{u1},{u2}"))],
+        None,
+    );
+    rt().block_on(async {
+        for u in [&u1, &u2] {
+            let api = Api::new(u);
+            api.wait_up().await;
+            api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        }
+        let (a1, a2) = (Api::new(&u1), Api::new(&u2));
+        let (i1, i2) = (
+            a1.submit(short_task("smollm2")).await,
+            a2.submit(short_task("smollm2")).await,
+        );
+        assert_eq!(last(&a1.frames(&i1, |_| {}).await).0, "end");
+        assert_eq!(last(&a2.frames(&i2, |_| {}).await).0, "end");
+    });
+}
+
+/// A CA and one certificate for `localhost` / 127.0.0.1 that serves both as
+/// server and client certificate; and a client certificate from another CA.
+fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf = |ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        (p.signed_by(&key, ca, ca_key).unwrap().pem(), key.serialize_pem())
+    };
+    let (cert, key) = leaf(&ca, &ca_key);
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = other.self_signed(&other_key).unwrap();
+    let (rogue, rogue_key) = leaf(&other, &other_key);
+    let w = |n: &str, s: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, s).unwrap();
+        p
+    };
+    (
+        w("ca.pem", &ca.pem()),
+        w("cert.pem", &cert),
+        w("key.pem", &key),
+        w("rogue.pem", &rogue),
+        w("rogue-key.pem", &rogue_key),
+    )
+}
+
+#[test]
+fn tls_and_mutual_tls_between_nodes() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let (ca, cert, key, rogue, rogue_key) = pki(d.tmp.path());
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nrequire_client_cert = true\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let cp_port = free_port();
+    let cp_url = format!("https://localhost:{cp_port}");
+    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), &tls), &[], None);
+    let _w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, &tls),
+        &[],
+        None,
+    );
+    rt().block_on(async {
+        let api = Api {
+            base: cp_url.clone(),
+            http: client(Some((&ca, Some((&cert, &key))))),
+        };
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        let (_, v) = api.get("/v2/nodes", Some(TOKEN)).await;
+        assert!(v["nodes"][0]["address"].as_str().unwrap().starts_with("https://"), "{v}");
+        // Dispatch to the worker goes over mutual TLS too.
+        let id = api.submit(short_task("smollm2")).await;
+        assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
+        // Without a client certificate, or with one from another CA, or
+        // in plain HTTP: refused.
+        let url = format!("{cp_url}/healthz");
+        assert!(client(Some((&ca, None))).get(&url).send().await.is_err());
+        assert!(client(Some((&ca, Some((&rogue, &rogue_key)))))
+            .get(&url)
+            .send()
+            .await
+            .is_err());
+        assert!(client(None)
+            .get(format!("http://127.0.0.1:{cp_port}/healthz"))
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true));
+    });
+}
+
+/// A network namespace with a veth pair to the host, removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `10.<a>.<b>.1` on the host, `.2` inside; None when namespaces are
+    /// not available here (not root, no `ip`).
+    fn create(tag: u16) -> Option<Netns> {
+        let name = format!("llorch-t{tag}");
+        let host_if = format!("lh{tag}");
+        let ns_if = format!("ln{tag}");
+        let _ = Self::ip(&["netns", "del", &name]);
+        let _ = Self::ip(&["link", "del", &host_if]);
+        if !Self::ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns { name, host_if };
+        let (a, b) = (tag >> 8, tag & 0xff);
+        let host = format!("10.{}.{}.1/30", 200 + (a % 50), b);
+        let inner = format!("10.{}.{}.2/30", 200 + (a % 50), b);
+        let ok = Self::ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if])
+            && Self::ip(&["link", "set", &ns_if, "netns", &ns.name])
+            && Self::ip(&["addr", "add", &host, "dev", &ns.host_if])
+            && Self::ip(&["link", "set", &ns.host_if, "up"])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "addr", "add", &inner, "dev", &ns_if])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", &ns_if, "up"])
+            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    fn addrs(tag: u16) -> (String, String) {
+        let (a, b) = (tag >> 8, tag & 0xff);
+        (
+            format!("10.{}.{}.1", 200 + (a % 50), b),
+            format!("10.{}.{}.2", 200 + (a % 50), b),
+        )
+    }
+
+    fn set_link(&self, up: bool) {
+        assert!(Self::ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Self::ip(&["link", "del", &self.host_if]);
+        let _ = Self::ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_partitioned_worker_goes_offline_and_heals() {
+    let tag = (std::process::id() % 10_000) as u16;
+    let Some(ns) = Netns::create(tag) else {
+        eprintln!("skipped: network namespaces are not available (needs root and iproute2)");
+        return;
+    };
+    let (host_ip, ns_ip) = Netns::addrs(tag);
+    let d = Dir::new();
+    let cp_port = free_port();
+    let cp_url = format!("http://{host_ip}:{cp_port}");
+    // Beyond loopback, so the client API wants the token too.
+    let _cp = Proc::spawn("cp", &d.control("cp", &format!("{host_ip}:{cp_port}"), ""), &[], None);
+    let w1 = Proc::spawn(
+        "w1",
+        &d.worker("w1", &format!("{ns_ip}:{}", free_port()), &[cp_url.clone()], false, ""),
+        &[],
+        Some(&ns.name),
+    );
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        assert_eq!(api.get("/v2/pools", None).await.0, 401);
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        // Cut the link: the worker is alive but unreachable.
+        ns.set_link(false);
+        let took = api.wait_state("w1", "offline", Duration::from_secs(10)).await;
+        assert!(took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000), "{took:?}");
+        // Heal: its heartbeats get through again.
+        ns.set_link(true);
+        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+    });
+    assert!(w1.log().contains("heartbeat"), "{}", w1.log());
+    drop(w1);
+}
