@@ -147,11 +147,14 @@ in
             ]) "What a full queue does with one more task.";
             tokens_per_second = unset types.ints.unsigned "Per-pool token budget per second; 0 is off.";
             token_burst = unset types.ints.unsigned "Burst allowance of that budget.";
+            task_retention_secs = unset types.ints.unsigned "How long an ended task's status and events stay readable.";
+            max_retained_tasks = unset types.ints.positive "Ended tasks kept readable at most.";
           };
 
           sessions = table "`[sessions]`." {
             ttl_secs = unset types.ints.unsigned "Idle time after which a session is forgotten.";
             max_turns = unset types.ints.positive "Turns per session.";
+            max_sessions = unset types.ints.positive "Sessions kept at most (least recently used go first).";
           };
 
           engine = table "`[engine]`." {

@@ -16,19 +16,39 @@ fn generate_prints_only_the_greedy_continuation() {
     let reference = llamacpp_reference();
     let case = &reference["generation"]["smollm2"][0];
     let prompt = case["prompt"].as_str().unwrap();
-    let expected = case["greedy_text_32"].as_str().unwrap().strip_prefix(prompt).unwrap();
+    let expected = case["greedy_text_32"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(prompt)
+        .unwrap();
     let out = llorchd()
         .args(["generate", "--model"])
         .arg(&model)
-        .args(["--prompt", prompt, "--max-tokens", "12", "--temperature", "0", "--threads", "2"])
+        .args([
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--threads",
+            "2",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     // The output ends with one newline after the generated text.
     let text = text.strip_suffix('\n').unwrap();
     assert!(!text.is_empty());
-    assert!(expected.starts_with(text), "got {text:?}, llama.cpp {expected:?}");
+    assert!(
+        expected.starts_with(text),
+        "got {text:?}, llama.cpp {expected:?}"
+    );
 }
 
 #[test]
@@ -38,10 +58,25 @@ fn generate_with_seed_is_reproducible_and_chat_works() {
         let out = llorchd()
             .args(["generate", "--chat", "-m"])
             .arg(&model)
-            .args(["-p", "Name a colour.", "-n", "10", "--temperature", "1.0", "--seed", seed, "-t", "2"])
+            .args([
+                "-p",
+                "Name a colour.",
+                "-n",
+                "10",
+                "--temperature",
+                "1.0",
+                "--seed",
+                seed,
+                "-t",
+                "2",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let a = run("7");
@@ -57,7 +92,16 @@ fn rss_while_generating_stays_within_file_plus_kv_plus_64mib() {
         let mut child = llorchd()
             .args(["generate", "-m"])
             .arg(&model)
-            .args(["-p", "Once upon a time", "-n", "48", "--temperature", "0", "-t", "2"])
+            .args([
+                "-p",
+                "Once upon a time",
+                "-n",
+                "48",
+                "--temperature",
+                "0",
+                "-t",
+                "2",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +124,10 @@ fn rss_while_generating_stays_within_file_plus_kv_plus_64mib() {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(300), "generate did not finish");
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "generate did not finish"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(child.wait().unwrap().success());
@@ -92,7 +139,12 @@ fn rss_while_generating_stays_within_file_plus_kv_plus_64mib() {
         };
         let limit = file_bytes + kv_bytes + 64 * 1024 * 1024;
         let peak = peak_kib * 1024;
-        eprintln!("{m:?}: peak RSS {} MiB, file {} MiB, limit {} MiB", peak >> 20, file_bytes >> 20, limit >> 20);
+        eprintln!(
+            "{m:?}: peak RSS {} MiB, file {} MiB, limit {} MiB",
+            peak >> 20,
+            file_bytes >> 20,
+            limit >> 20
+        );
         assert!(peak > 0, "no RSS sample");
         assert!(peak <= limit, "{m:?}: peak RSS {peak} exceeds {limit}");
     }
@@ -104,10 +156,26 @@ fn bench_json_reports_rates() {
     let out = llorchd()
         .args(["bench", "-m"])
         .arg(&model)
-        .args(["-p", "16", "-n", "4", "-r", "1", "--concurrent", "2", "--json", "-t", "2"])
+        .args([
+            "-p",
+            "16",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--concurrent",
+            "2",
+            "--json",
+            "-t",
+            "2",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for k in ["pp_tps", "tg_tps", "concurrent_tg_tps"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");

@@ -40,12 +40,14 @@ fn check_model(m: RealModel, isa: Isa) {
 
         let mut cache = model.new_cache(ids.len() + STEPS + 1);
         let mut input = ids.clone();
+        let mut prefill = true;
         let mut text = Vec::<u8>::new();
         for step in 0..STEPS {
             let mut batch = [BatchEntry {
                 cache: &mut cache,
                 tokens: &input,
                 want_logits: true,
+                prompt_len: if prefill { ids.len() } else { 0 },
             }];
             model.forward(&mut fw, &mut batch).unwrap();
             let logits = fw.logits(0, nv);
@@ -92,6 +94,7 @@ fn check_model(m: RealModel, isa: Isa) {
             }
             text = next;
             input = vec![best as u32];
+            prefill = false;
         }
         eprintln!("{m:?} {prompt:?} -> {:?}", String::from_utf8_lossy(&text));
     }

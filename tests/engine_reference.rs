@@ -19,7 +19,12 @@ fn tensor(f: &GgufFile, name: &str) -> Option<(Vec<f32>, usize, usize)> {
     let mut out = vec![0f32; cols * rows];
     let rb = data.len() / rows;
     for r in 0..rows {
-        dequantize_row(info.ty, &data[r * rb..(r + 1) * rb], &mut out[r * cols..(r + 1) * cols]).unwrap();
+        dequantize_row(
+            info.ty,
+            &data[r * rb..(r + 1) * rb],
+            &mut out[r * cols..(r + 1) * cols],
+        )
+        .unwrap();
     }
     Some((out, cols, rows))
 }
@@ -31,21 +36,33 @@ fn mat(f: &GgufFile, name: &str) -> Vec<f32> {
 /// y = W x for W with `rows` rows of len x.
 fn matvec(w: &[f32], x: &[f32]) -> Vec<f32> {
     w.chunks_exact(x.len())
-        .map(|r| r.iter().zip(x).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() as f32)
+        .map(|r| {
+            r.iter()
+                .zip(x)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum::<f64>() as f32
+        })
         .collect()
 }
 
 fn rms(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
     let s = 1.0 / (ms + eps as f64).sqrt();
-    x.iter().zip(w).map(|(v, w)| (*v as f64 * s) as f32 * w).collect()
+    x.iter()
+        .zip(w)
+        .map(|(v, w)| (*v as f64 * s) as f32 * w)
+        .collect()
 }
 
 fn rope(x: &mut [f32], pos: usize, base: f32, n_rot: usize, neox: bool) {
     for i in 0..n_rot / 2 {
         let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / n_rot as f64);
         let (s, c) = theta.sin_cos();
-        let (a, b) = if neox { (i, i + n_rot / 2) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + n_rot / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (x[a] as f64, x[b] as f64);
         x[a] = (x0 * c - x1 * s) as f32;
         x[b] = (x0 * s + x1 * c) as f32;
@@ -61,17 +78,32 @@ fn reference_logits(f: &GgufFile, hp: &HParams, tokens: &[u32]) -> Vec<Vec<f32>>
         .iter()
         .map(|&t| {
             let row = &embd[t as usize * ne..(t as usize + 1) * ne];
-            row.iter().map(|v| if gemma { v * (ne as f32).sqrt() } else { *v }).collect()
+            row.iter()
+                .map(|v| if gemma { v * (ne as f32).sqrt() } else { *v })
+                .collect()
         })
         .collect();
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
         let an = mat(f, &n("attn_norm.weight"));
-        let (wq, wk, wv, wo) = (mat(f, &n("attn_q.weight")), mat(f, &n("attn_k.weight")), mat(f, &n("attn_v.weight")), mat(f, &n("attn_output.weight")));
+        let (wq, wk, wv, wo) = (
+            mat(f, &n("attn_q.weight")),
+            mat(f, &n("attn_k.weight")),
+            mat(f, &n("attn_v.weight")),
+            mat(f, &n("attn_output.weight")),
+        );
         let bias = |s: &str| tensor(f, &n(s)).map(|t| t.0);
-        let (bq, bk, bv) = (bias("attn_q.bias"), bias("attn_k.bias"), bias("attn_v.bias"));
+        let (bq, bk, bv) = (
+            bias("attn_q.bias"),
+            bias("attn_k.bias"),
+            bias("attn_v.bias"),
+        );
         let swa = hp.swa_layers[il];
-        let base = if swa { hp.rope_freq_base_swa } else { hp.rope_freq_base };
+        let base = if swa {
+            hp.rope_freq_base_swa
+        } else {
+            hp.rope_freq_base
+        };
         let mut qs = Vec::new();
         let mut ks = Vec::new();
         let mut vs = Vec::new();
@@ -108,22 +140,36 @@ fn reference_logits(f: &GgufFile, hp: &HParams, tokens: &[u32]) -> Vec<Vec<f32>>
             ks.push(k);
             vs.push(v);
         }
-        let scale = if gemma { hp.attn_scale as f64 } else { 1.0 / (hd as f64).sqrt() };
+        let scale = if gemma {
+            hp.attn_scale as f64
+        } else {
+            1.0 / (hd as f64).sqrt()
+        };
         for p in 0..xs.len() {
             let mut att = vec![0f32; nh * hd];
             for h in 0..nh {
                 let kh = h / (nh / nkv);
-                let lo = if swa { (p + 1).saturating_sub(hp.n_swa) } else { 0 };
+                let lo = if swa {
+                    (p + 1).saturating_sub(hp.n_swa)
+                } else {
+                    0
+                };
                 let scores: Vec<f64> = (lo..=p)
                     .map(|j| {
-                        (0..hd).map(|d| qs[p][h * hd + d] as f64 * ks[j][kh * hd + d] as f64).sum::<f64>() * scale
+                        (0..hd)
+                            .map(|d| qs[p][h * hd + d] as f64 * ks[j][kh * hd + d] as f64)
+                            .sum::<f64>()
+                            * scale
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for d in 0..hd {
-                    att[h * hd + d] = (lo..=p).zip(&e).map(|(j, w)| w / z * vs[j][kh * hd + d] as f64).sum::<f64>() as f32;
+                    att[h * hd + d] = (lo..=p)
+                        .zip(&e)
+                        .map(|(j, w)| w / z * vs[j][kh * hd + d] as f64)
+                        .sum::<f64>() as f32;
                 }
             }
             let mut o = matvec(&wo, &att);
@@ -133,7 +179,11 @@ fn reference_logits(f: &GgufFile, hp: &HParams, tokens: &[u32]) -> Vec<Vec<f32>>
             xs[p].iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
         let fnw = mat(f, &n("ffn_norm.weight"));
-        let (wg, wu, wd) = (mat(f, &n("ffn_gate.weight")), mat(f, &n("ffn_up.weight")), mat(f, &n("ffn_down.weight")));
+        let (wg, wu, wd) = (
+            mat(f, &n("ffn_gate.weight")),
+            mat(f, &n("ffn_up.weight")),
+            mat(f, &n("ffn_down.weight")),
+        );
         for x in xs.iter_mut() {
             let h = rms(x, &fnw, hp.norm_eps);
             let g = matvec(&wg, &h);
@@ -144,7 +194,11 @@ fn reference_logits(f: &GgufFile, hp: &HParams, tokens: &[u32]) -> Vec<Vec<f32>>
                 .map(|(&g, &u)| {
                     let g = g as f64;
                     let a = if gemma {
-                        0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh())
+                        0.5 * g
+                            * (1.0
+                                + ((2.0 / std::f64::consts::PI).sqrt()
+                                    * (g + 0.044715 * g * g * g))
+                                    .tanh())
                     } else {
                         g / (1.0 + (-g).exp())
                     };
@@ -160,7 +214,9 @@ fn reference_logits(f: &GgufFile, hp: &HParams, tokens: &[u32]) -> Vec<Vec<f32>>
     }
     let on = mat(f, "output_norm.weight");
     let out = tensor(f, "output.weight").map(|t| t.0).unwrap_or(embd);
-    xs.iter().map(|x| matvec(&out, &rms(x, &on, hp.norm_eps))).collect()
+    xs.iter()
+        .map(|x| matvec(&out, &rms(x, &on, hp.norm_eps)))
+        .collect()
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -169,7 +225,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-fn synth(arch: SynthArch, ty: GgmlType, layers: u32, window: u64) -> (tempfile::TempDir, Arc<Model>) {
+fn synth(
+    arch: SynthArch,
+    ty: GgmlType,
+    layers: u32,
+    window: u64,
+) -> (tempfile::TempDir, Arc<Model>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
     let mut spec = SynthSpec::tiny(arch);
@@ -189,17 +250,31 @@ fn check_against_reference(arch: SynthArch, ty: GgmlType, layers: u32, window: u
     let mut cache = model.new_cache(32);
     // Prefill 8 tokens, then decode the rest one at a time.
     let nv = model.hparams.n_vocab;
-    let mut b = [BatchEntry { cache: &mut cache, tokens: &tokens[..8], want_logits: true }];
+    let mut b = [BatchEntry {
+        cache: &mut cache,
+        tokens: &tokens[..8],
+        want_logits: true,
+        prompt_len: 8,
+    }];
     model.forward(&mut fw, &mut b).unwrap();
     let mut got = vec![fw.logits(0, nv).to_vec()];
     for t in &tokens[8..] {
-        let mut b = [BatchEntry { cache: &mut cache, tokens: std::slice::from_ref(t), want_logits: true }];
+        let mut b = [BatchEntry {
+            cache: &mut cache,
+            tokens: std::slice::from_ref(t),
+            want_logits: true,
+            prompt_len: 0,
+        }];
         model.forward(&mut fw, &mut b).unwrap();
         got.push(fw.logits(0, nv).to_vec());
     }
     for (i, g) in got.iter().enumerate() {
         let e = rel_err(g, &reference[7 + i]);
-        assert!(e < 0.03, "{arch:?} {ty}: position {}: relative error {e}", 7 + i);
+        assert!(
+            e < 0.03,
+            "{arch:?} {ty}: position {}: relative error {e}",
+            7 + i
+        );
     }
 }
 
@@ -233,14 +308,19 @@ fn batch_invariance_on_synthetic_models() {
         let (_d, model) = synth(arch, GgmlType::Q4_K, 2, 8);
         let nv = model.hparams.n_vocab;
         let mut fw = Forward::new(2, Isa::detect());
-        let prompt: Vec<u32> = (0..20).map(|i| (i * 13 + 3) % 500).collect();
+        let prompt: Vec<u32> = (0..22).map(|i| (i * 13 + 3) % 500).collect();
         // Alone: prefill whole, then 6 greedy steps.
         let alone = {
             let mut c = model.new_cache(64);
             let mut out = Vec::new();
             let mut input = prompt.clone();
-            for _ in 0..6 {
-                let mut b = [BatchEntry { cache: &mut c, tokens: &input, want_logits: true }];
+            for i in 0..6 {
+                let mut b = [BatchEntry {
+                    cache: &mut c,
+                    tokens: &input,
+                    want_logits: true,
+                    prompt_len: if i == 0 { prompt.len() } else { 0 },
+                }];
                 model.forward(&mut fw, &mut b).unwrap();
                 let l = fw.logits(0, nv).to_vec();
                 let next = argmax(&l);
@@ -249,26 +329,40 @@ fn batch_invariance_on_synthetic_models() {
             }
             out
         };
-        // Batched: prefill in chunks of 7 beside three other sequences.
+        // Batched: prefill in aligned chunks of 8 (as the scheduler does) beside
+        // three other sequences.
         let mut main = model.new_cache(64);
         let mut others: Vec<_> = (0..3).map(|_| model.new_cache(64)).collect();
-        let other_toks: Vec<Vec<u32>> = (0..3).map(|s| (0..40).map(|i| ((i + s * 11) * 17 % 500) as u32).collect()).collect();
+        let other_toks: Vec<Vec<u32>> = (0..3)
+            .map(|s| (0..40).map(|i| ((i + s * 11) * 17 % 500) as u32).collect())
+            .collect();
         let mut pos = 0;
         let mut got = Vec::new();
         let mut step = 0;
         let mut input: Vec<u32> = Vec::new();
         while got.len() < 6 {
-            let (toks, want) = if pos < prompt.len() {
-                let end = (pos + 7).min(prompt.len());
+            let prefill = pos < prompt.len();
+            let (toks, want) = if prefill {
+                let end = (pos + 8).min(prompt.len());
                 let t = prompt[pos..end].to_vec();
                 pos = end;
                 (t, pos == prompt.len())
             } else {
                 (input.clone(), true)
             };
-            let mut entries = vec![BatchEntry { cache: &mut main, tokens: &toks, want_logits: want }];
+            let mut entries = vec![BatchEntry {
+                cache: &mut main,
+                tokens: &toks,
+                want_logits: want,
+                prompt_len: if prefill { prompt.len() } else { 0 },
+            }];
             for (c, t) in others.iter_mut().zip(&other_toks) {
-                entries.push(BatchEntry { cache: c, tokens: &t[step..step + 1 + step % 2], want_logits: true });
+                entries.push(BatchEntry {
+                    cache: c,
+                    tokens: &t[step..step + 1 + step % 2],
+                    want_logits: true,
+                    prompt_len: 0,
+                });
             }
             // Put our sequence in a different place of the batch each step.
             entries.rotate_left(step % 4);
@@ -283,7 +377,10 @@ fn batch_invariance_on_synthetic_models() {
             step += 1;
         }
         for (i, (a, b)) in alone.iter().zip(&got).enumerate() {
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{arch:?}: step {i} differs when batched");
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{arch:?}: step {i} differs when batched"
+            );
         }
     }
 }

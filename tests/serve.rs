@@ -668,6 +668,32 @@ async fn session_turns_reuse_kv_cache() {
     assert_eq!(sess["kv_warmth"], true);
     assert_eq!(sess["last_task_id"], id2.as_str());
 
+    // Strict (the default): the warm turn says what a cold run says.
+    let cold = srv
+        .submit(json!({"prompt": p2, "max_tokens": 4, "temperature": 0}))
+        .await;
+    let fc = srv.events(&cold, None).await;
+    assert_eq!(text_of(&fc), text_of(&f2));
+
+    // best_effort reuses the generated tokens' KV as well.
+    for (i, p) in [p1.to_string(), p2.clone()].iter().enumerate() {
+        let id = srv
+            .submit(
+                json!({"prompt": p, "max_tokens": 6 - 2 * i, "temperature": 0,
+                           "session_id": "chat-2", "determinism": "best_effort"}),
+            )
+            .await;
+        let f = srv.events(&id, None).await;
+        if i == 1 {
+            let strict = end.data["reused_tokens"].as_u64().unwrap();
+            let loose = last(&f).data["reused_tokens"].as_u64().unwrap();
+            assert!(
+                loose > strict,
+                "best_effort reused {loose}, strict {strict}"
+            );
+        }
+    }
+
     let r = srv
         .client
         .delete(srv.url("/v2/sessions/chat-1"))
@@ -1244,21 +1270,30 @@ async fn graceful_shutdown_finishes_then_cancels() {
         .is_err());
 }
 
-/// The binary: `llorchd serve --config FILE` becomes ready, answers, and
-/// exits 0 on SIGTERM.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The binary: `llorchd serve --config FILE` tells systemd READY=1 only
+/// once it serves, answers, serves `/metrics` alone on `metrics_bind`, logs
+/// JSON, and exits 0 on SIGTERM.
 #[test]
 fn binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     stage(dir.path(), &[MODEL]);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
+    let metrics_port = free_port();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let cfg = dir.path().join("llorchd.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\n[store]\ndir = \"{}\"\n[logging]\nformat = \"json\"\n[[pools]]\nid = \"p0\"\nmodel = \"{MODEL}\"\nslots = 2\nctx = 256\nthreads = 1\n",
+            "[server]\nbind = \"127.0.0.1:{port}\"\nmetrics_bind = \"127.0.0.1:{metrics_port}\"\n[store]\ndir = \"{}\"\n[logging]\nformat = \"json\"\n[[pools]]\nid = \"p0\"\nmodel = \"{MODEL}\"\nslots = 2\nctx = 256\nthreads = 1\n",
             dir.path().display()
         ),
     )
@@ -1266,6 +1301,7 @@ fn binary_serves_and_stops_on_sigterm() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_llorchd"))
         .args(["serve", "--config"])
         .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

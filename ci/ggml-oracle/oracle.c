@@ -15,6 +15,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
+#include "gguf.h"
 
 typedef double ggml_float;
 void ggml_vec_dot_f16(int n, float *s, size_t bs, ggml_fp16_t *x, size_t bx, ggml_fp16_t *y, size_t by, int nrc);
@@ -48,6 +49,15 @@ static void gen_row(uint64_t seed, int n, int kind, float *x) {
         for (int i = 0; i < n; i++) x[i] = (float)((int)(sm(&s) % 255) - 127) * 0.5f;
         for (int i = 0; i < n; i += 32) x[i] = 127.0f;
         break;
+    case 7:
+        // The largest magnitude both negative and positive in each Q8_K
+        // super-block, the negative one first in every other: the per-row
+        // and the 4-row Q8_K quantizers pick opposite signs there.
+        for (int i = 0; i + 256 <= n; i += 256) {
+            x[i + 3] = (i / 256) % 2 ? 5.0f : -5.0f;
+            x[i + 200] = -x[i + 3];
+        }
+        break;
     }
 }
 
@@ -63,7 +73,7 @@ static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 // y = W x through a real ggml graph, with W in the CPU_REPACK buffer when
 // that buffer accepts it (as llama.cpp loads weights): the arithmetic
 // llama.cpp really runs, not just the type's vec_dot.
-static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const float *w, const float *x, float *y) {
+static void graph_matmul_q(enum ggml_type ty, int n, int rows, int cols, const uint8_t *q, const float *x, float *y) {
     ggml_backend_t be = ggml_backend_cpu_init();
     ggml_backend_dev_t dev = ggml_backend_get_device(be);
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
@@ -87,8 +97,6 @@ static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const flo
         ggml_backend_alloc_ctx_tensors_from_buft(cw, repacked ? repack : ggml_backend_cpu_buffer_type());
     ggml_backend_buffer_t bx = ggml_backend_alloc_ctx_tensors(cx, be);
     size_t rb = ggml_row_size(ty, n);
-    uint8_t *q = malloc(rb * rows);
-    for (int r = 0; r < rows; r++) ggml_get_type_traits(ty)->from_float_ref(w + (size_t)r * n, q + r * rb, n);
     ggml_backend_tensor_set(W, q, 0, rb * rows);
     ggml_backend_tensor_set(X, x, 0, sizeof(float) * n * cols);
     struct ggml_cgraph *gf = ggml_new_graph(cx);
@@ -96,7 +104,6 @@ static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const flo
     ggml_backend_cpu_set_n_threads(be, 1);
     ggml_backend_graph_compute(be, gf);
     ggml_backend_tensor_get(Y, y, 0, sizeof(float) * rows * cols);
-    free(q);
     ggml_backend_buffer_free(bw);
     ggml_backend_buffer_free(bx);
     ggml_free(cw);
@@ -104,7 +111,98 @@ static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const flo
     ggml_backend_free(be);
 }
 
-int main(void) {
+// The same with float weights quantized by ggml's reference quantizer.
+static void graph_matmul(enum ggml_type ty, int n, int rows, int cols, const float *w, const float *x, float *y) {
+    size_t rb = ggml_row_size(ty, n);
+    uint8_t *q = malloc(rb * rows);
+    for (int r = 0; r < rows; r++) ggml_get_type_traits(ty)->from_float_ref(w + (size_t)r * n, q + r * rb, n);
+    graph_matmul_q(ty, n, rows, cols, q, x, y);
+    free(q);
+}
+
+// One prefill record: y = W x for `cols` columns through the graph, printed
+// as one hash per output column (its `rows` floats).
+static void print_prefill(const char *tag, enum ggml_type ty, int n, int rows, int seed, int cols, const uint8_t *q,
+                          const float *x, float *y) {
+    graph_matmul_q(ty, n, rows, cols, q, x, y);
+    printf("%s %s %d %d %d %d", tag, ggml_type_name(ty), n, rows, seed, cols);
+    for (int c = 0; c < cols; c++) printf(" %016llx", (unsigned long long)fnv(y + (size_t)c * rows, sizeof(float) * rows));
+    printf("\n");
+}
+
+// Loads a 2-d tensor's raw bytes from a GGUF file; NULL when absent.
+static uint8_t *load_tensor(const char *path, const char *name, enum ggml_type *ty, int *n, int *rows) {
+    struct ggml_context *meta = NULL;
+    struct gguf_init_params gp = {true, &meta};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    if (!g) return NULL;
+    uint8_t *q = NULL;
+    int64_t id = gguf_find_tensor(g, name);
+    struct ggml_tensor *t = ggml_get_tensor(meta, name);
+    FILE *f = fopen(path, "rb");
+    if (id >= 0 && t && f) {
+        size_t bytes = ggml_nbytes(t);
+        q = malloc(bytes);
+        if (fseek(f, (long)(gguf_get_data_offset(g) + gguf_get_tensor_offset(g, id)), SEEK_SET) != 0 ||
+            fread(q, 1, bytes, f) != bytes) {
+            free(q);
+            q = NULL;
+        }
+        *ty = t->type;
+        *n = (int)t->ne[0];
+        *rows = (int)t->ne[1];
+    }
+    if (f) fclose(f);
+    ggml_free(meta);
+    gguf_free(g);
+    return q;
+}
+
+// Prompt processing with repacked Q4_K weights: llama.cpp computes columns
+// in groups of four with its repacked gemm and the last cols % 4 with the
+// gemv. 24 rows take both the AVX-512 (16 rows) and the AVX2 (8 rows) loops
+// of the gemm; 19 columns its 16-column loop as well.
+static void prefill_records(const char *gemma) {
+    const int ns[] = {256, 1024};
+    const int rows = 24;
+    float *w = malloc(sizeof(float) * 1024 * rows), *x = malloc(sizeof(float) * 1024 * 19);
+    float *y = malloc(sizeof(float) * 640 * 19);
+    uint8_t *q = malloc(ggml_row_size(GGML_TYPE_Q4_K, 1024) * rows);
+    for (int ni = 0; ni < 2; ni++) {
+        int n = ns[ni];
+        size_t rb = ggml_row_size(GGML_TYPE_Q4_K, n);
+        for (int seed = 0; seed < 4; seed++) {
+            for (int r = 0; r < rows; r++) {
+                gen_row(20000 + 100 * seed + r, n, r % 6, w + (size_t)r * n);
+                ggml_get_type_traits(GGML_TYPE_Q4_K)->from_float_ref(w + (size_t)r * n, q + r * rb, n);
+            }
+            for (int c = 0; c < 19; c++) gen_row(20050 + 100 * seed + c, n, (seed + c) % 8, x + (size_t)c * n);
+            for (int cols = 1; cols <= 9; cols++) print_prefill("prefill", GGML_TYPE_Q4_K, n, rows, seed, cols, q, x, y);
+            print_prefill("prefill", GGML_TYPE_Q4_K, n, rows, seed, 19, q, x, y);
+            // Column independence: the second group of four repeats column 0
+            // in place and column 3 one place over, beside new columns.
+            memcpy(x + 4 * (size_t)n, x, sizeof(float) * n);
+            memcpy(x + 5 * (size_t)n, x + 3 * (size_t)n, sizeof(float) * n);
+            print_prefill("prefill-indep", GGML_TYPE_Q4_K, n, rows, seed, 8, q, x, y);
+        }
+    }
+    // Gemma 3's first attn_output (the tensor whose prefill this is about).
+    enum ggml_type ty;
+    int n, nrow;
+    uint8_t *gq = gemma ? load_tensor(gemma, "blk.0.attn_output.weight", &ty, &n, &nrow) : NULL;
+    if (gq && ty == GGML_TYPE_Q4_K && n == 1024 && nrow == 640) {
+        for (int seed = 0; seed < 2; seed++) {
+            for (int c = 0; c < 9; c++) gen_row(30000 + 100 * seed + c, n, (seed + c) % 8, x + (size_t)c * n);
+            for (int cols = 1; cols <= 9; cols++) print_prefill("prefill-gemma", ty, n, nrow, seed, cols, gq, x, y);
+        }
+    } else if (gemma) {
+        fprintf(stderr, "oracle: %s: no 640x1024 Q4_K blk.0.attn_output.weight\n", gemma);
+        exit(1);
+    }
+    free(gq); free(w); free(x); free(y); free(q);
+}
+
+int main(int argc, char **argv) {
     ggml_cpu_init();
     // Matmuls through llama.cpp's real graph, with weights in the CPU_REPACK
     // buffer where it takes them (Q4_0, Q4_K and, with AVX-512, Q2_K are
@@ -200,5 +298,6 @@ int main(void) {
         printf("swiglu %d %016llx\n", n, (unsigned long long)fnv(d, 4 * (size_t)n));
     }
     printf("gelutable %016llx\n", (unsigned long long)fnv(ggml_table_gelu_f16, sizeof(ggml_table_gelu_f16)));
+    prefill_records(argc > 1 ? argv[1] : NULL);
     return 0;
 }

@@ -102,6 +102,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only `/metrics` (and `/healthz`), for `server.metrics_bind`: a scrape
+/// address that exposes nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .with_state(state)
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves, then stop
 /// accepting and wait for open requests (streams included) to finish.
 pub async fn serve(

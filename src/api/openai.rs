@@ -23,7 +23,7 @@ use crate::control::{
     Frame, MaxTokensDefault, PlacementSpec, Priority, SamplingDefaults, SamplingSpec, TaskRecord,
     TaskSpec,
 };
-use crate::transport::{ErrorCode, PromptInput, TokenLogprob};
+use crate::transport::{Determinism, ErrorCode, PromptInput, TokenLogprob};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -108,6 +108,7 @@ async fn chat(
         )?,
         sampling_defaults: SamplingDefaults::OPENAI,
         placement: PlacementSpec::default(),
+        determinism: Determinism::Strict,
     };
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
     run(app, spec, req.stream, Kind::Chat, include_usage, logprobs).await
@@ -168,6 +169,7 @@ async fn completion(
         sampling: sampling(req.temperature, req.top_p, req.seed, req.stop, req.logprobs)?,
         sampling_defaults: SamplingDefaults::OPENAI,
         placement: PlacementSpec::default(),
+        determinism: Determinism::Strict,
     };
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
     let logprobs = req.logprobs.is_some();

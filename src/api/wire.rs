@@ -9,7 +9,7 @@ use crate::control::{
     EndFrame, Frame, MaxTokensDefault, MetricsFrame, PlacementSpec, PoolView, Priority,
     SamplingDefaults, SamplingSpec, TaskSpec,
 };
-use crate::transport::{Message, PromptInput};
+use crate::transport::{Determinism, Message, PromptInput};
 
 /// A string or a list of strings (`stop`).
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +80,9 @@ pub struct TaskRequest {
     pub ctx: Option<usize>,
     pub priority: Option<PriorityWire>,
     pub seed: Option<u64>,
-    /// Accepted either way: the engine is batch-invariant, so every task is
-    /// deterministic for a given seed.
+    /// `strict` (default): the tokens never depend on other tasks or on
+    /// what the slot ran before. `best_effort`: a session may reuse its
+    /// generated tokens' KV as they are.
     pub determinism: Option<DeterminismWire>,
     pub prompt: Option<String>,
     pub messages: Option<Vec<MessageWire>>,
@@ -169,6 +170,10 @@ impl TaskRequest {
                 prefer_pools: placement.prefer_pools,
                 avoid_pools: placement.avoid_pools,
                 allow_fallback: placement.allow_fallback,
+            },
+            determinism: match self.determinism {
+                Some(DeterminismWire::BestEffort) => Determinism::BestEffort,
+                _ => Determinism::Strict,
             },
         })
     }

@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::transport::{
-    ErrorCode, ExecuteRequest, FinishReason, GeneratedToken, GenerationParams, Message,
+    Determinism, ErrorCode, ExecuteRequest, FinishReason, GeneratedToken, GenerationParams,
+    Message,
     PlacementHints, PoolState, PoolStatus, PrepareRequest, Prepared, PromptInput, TaskEvent,
     TaskSummary, TokenLogprob, TransportError,
 };
@@ -55,6 +56,35 @@ pub struct ParamsWire {
     pub stop: Vec<String>,
     #[serde(default)]
     pub logprobs: Option<usize>,
+    /// `strict` (the default when absent) or `best_effort`.
+    #[serde(default)]
+    pub determinism: DeterminismWire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeterminismWire {
+    #[default]
+    Strict,
+    BestEffort,
+}
+
+impl From<Determinism> for DeterminismWire {
+    fn from(d: Determinism) -> Self {
+        match d {
+            Determinism::Strict => DeterminismWire::Strict,
+            Determinism::BestEffort => DeterminismWire::BestEffort,
+        }
+    }
+}
+
+impl From<DeterminismWire> for Determinism {
+    fn from(d: DeterminismWire) -> Self {
+        match d {
+            DeterminismWire::Strict => Determinism::Strict,
+            DeterminismWire::BestEffort => Determinism::BestEffort,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +267,7 @@ impl From<&ExecuteRequest> for ExecuteWire {
                 max_tokens: p.max_tokens,
                 stop: p.stop.clone(),
                 logprobs: p.logprobs,
+                determinism: p.determinism.into(),
             },
             session_id: r.session_id.clone(),
         }
@@ -261,6 +292,7 @@ impl ExecuteWire {
                 max_tokens: p.max_tokens,
                 stop: p.stop,
                 logprobs: p.logprobs,
+                determinism: p.determinism.into(),
             },
             session_id: self.session_id,
             correlation_id,
@@ -474,6 +506,42 @@ mod tests {
             Some(TaskEvent::Failed(e)) => assert_eq!(e.code, ErrorCode::Internal),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn execute_carries_determinism_and_defaults_to_strict() {
+        let req = ExecuteRequest {
+            task_id: "t".into(),
+            model_id: "m".into(),
+            prompt: vec![1, 2, 3],
+            params: GenerationParams {
+                temperature: 0.5,
+                top_k: 40,
+                top_p: 0.9,
+                min_p: 0.05,
+                repeat_penalty: 1.1,
+                seed: 7,
+                max_tokens: 16,
+                stop: vec!["\n".into()],
+                logprobs: Some(2),
+                determinism: Determinism::BestEffort,
+            },
+            session_id: Some("s".into()),
+            correlation_id: "c".into(),
+            hints: PlacementHints::default(),
+        };
+        let line = serde_json::to_string(&ExecuteWire::from(&req)).unwrap();
+        assert!(line.contains(r#""determinism":"best_effort""#), "{line}");
+        let back: ExecuteWire = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.into_request("c".into()), req);
+        // A peer that does not send the field gets strict.
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["params"].as_object_mut().unwrap().remove("determinism");
+        let old: ExecuteWire = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            old.into_request("c".into()).params.determinism,
+            Determinism::Strict
+        );
     }
 
     #[test]

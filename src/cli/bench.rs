@@ -52,8 +52,12 @@ struct Stat {
 
 fn stat(xs: &[f64]) -> Stat {
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len().max(2).saturating_sub(1) as f64;
-    Stat { mean, sd: var.sqrt() }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+        / xs.len().max(2).saturating_sub(1) as f64;
+    Stat {
+        mean,
+        sd: var.sqrt(),
+    }
 }
 
 impl Run for Bench {
@@ -66,7 +70,9 @@ impl Run for Bench {
         let isa = self.engine.isa()?;
         let mut fw = Forward::new(threads, isa);
         let nv = model.hparams.n_vocab;
-        let ctx = self.engine.ctx_for(&model, self.n_prompt.max(self.n_gen + 1))?;
+        let ctx = self
+            .engine
+            .ctx_for(&model, self.n_prompt.max(self.n_gen + 1))?;
 
         let mut pp = Vec::new();
         if self.n_prompt > 0 {
@@ -75,7 +81,12 @@ impl Run for Bench {
                 let toks = tokens(self.n_prompt, nv, rep);
                 let t0 = Instant::now();
                 for chunk in toks.chunks(self.engine.batch) {
-                    let mut b = [BatchEntry { cache: &mut cache, tokens: chunk, want_logits: true }];
+                    let mut b = [BatchEntry {
+                        cache: &mut cache,
+                        tokens: chunk,
+                        want_logits: true,
+                        prompt_len: toks.len(),
+                    }];
                     model.forward(&mut fw, &mut b)?;
                 }
                 let dt = t0.elapsed().as_secs_f64();
@@ -92,7 +103,12 @@ impl Run for Bench {
                 let toks = tokens(self.n_gen, nv, rep + 1000);
                 let t0 = Instant::now();
                 for &t in &toks {
-                    let mut b = [BatchEntry { cache: &mut cache, tokens: &[t], want_logits: true }];
+                    let mut b = [BatchEntry {
+                        cache: &mut cache,
+                        tokens: &[t],
+                        want_logits: true,
+                        prompt_len: 0,
+                    }];
                     model.forward(&mut fw, &mut b)?;
                 }
                 let dt = t0.elapsed().as_secs_f64();
@@ -107,13 +123,20 @@ impl Run for Bench {
             let k = self.concurrent;
             for rep in 0..=self.reps {
                 let mut caches: Vec<_> = (0..k).map(|_| model.new_cache(ctx)).collect();
-                let seqs: Vec<Vec<u32>> = (0..k).map(|s| tokens(self.n_gen, nv, rep * 31 + s)).collect();
+                let seqs: Vec<Vec<u32>> = (0..k)
+                    .map(|s| tokens(self.n_gen, nv, rep * 31 + s))
+                    .collect();
                 let t0 = Instant::now();
                 for step in 0..self.n_gen {
                     let mut entries: Vec<BatchEntry> = caches
                         .iter_mut()
                         .zip(&seqs)
-                        .map(|(c, s)| BatchEntry { cache: c, tokens: &s[step..step + 1], want_logits: true })
+                        .map(|(c, s)| BatchEntry {
+                            cache: c,
+                            tokens: &s[step..step + 1],
+                            want_logits: true,
+                            prompt_len: 0,
+                        })
                         .collect();
                     model.forward(&mut fw, &mut entries)?;
                 }
@@ -124,7 +147,11 @@ impl Run for Bench {
             }
         }
 
-        let name = self.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self
+            .model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if self.json {
             let mut o = json!({
                 "model": name,
@@ -172,7 +199,10 @@ impl Run for Bench {
                 row(format!("tg{}", self.n_gen), &tg);
             }
             if !batched.is_empty() {
-                row(format!("tg{} x{} (aggregate)", self.n_gen, self.concurrent), &batched);
+                row(
+                    format!("tg{} x{} (aggregate)", self.n_gen, self.concurrent),
+                    &batched,
+                );
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -33,8 +33,9 @@ impl EngineArgs {
         match &self.isa {
             None => Ok(Isa::detect()),
             Some(name) => {
-                let isa = Isa::from_name(name)
-                    .ok_or_else(|| usage(format!("unknown --isa {name:?} (avx512, avx2, scalar)")))?;
+                let isa = Isa::from_name(name).ok_or_else(|| {
+                    usage(format!("unknown --isa {name:?} (avx512, avx2, scalar)"))
+                })?;
                 if !isa.available() {
                     return Err(usage(format!("--isa {name}: not available on this CPU")));
                 }

@@ -10,6 +10,7 @@ use clap::Args;
 use llorchd::model::chat_template::ChatMessage;
 use llorchd::model::decode::{DecodeParams, SequenceDecoder};
 use llorchd::model::{BatchEntry, Forward, Model, SamplingParams};
+use llorchd::worker::scheduler::PREFILL_ALIGN;
 
 use super::engine_args::EngineArgs;
 use super::{usage, Context, Run};
@@ -60,16 +61,19 @@ impl Run for Generate {
     fn run(self, _ctx: &Context) -> anyhow::Result<ExitCode> {
         let model = Model::load(&self.model)?;
         let text = if self.chat {
-            let tmpl = model
-                .chat_template
-                .as_ref()
-                .ok_or_else(|| usage(format!("{} has no usable chat template", self.model.display())))?;
+            let tmpl = model.chat_template.as_ref().ok_or_else(|| {
+                usage(format!(
+                    "{} has no usable chat template",
+                    self.model.display()
+                ))
+            })?;
             let mut msgs = Vec::new();
             if let Some(s) = &self.system {
                 msgs.push(ChatMessage::new("system", s.as_str()));
             }
             msgs.push(ChatMessage::new("user", self.prompt.as_str()));
-            tmpl.render(&msgs, true).context("rendering the chat template")?
+            tmpl.render(&msgs, true)
+                .context("rendering the chat template")?
         } else {
             self.prompt.clone()
         };
@@ -78,7 +82,9 @@ impl Run for Generate {
         if prompt.is_empty() {
             return Err(usage("the prompt is empty after tokenization"));
         }
-        let ctx_len = self.engine.ctx_for(&model, prompt.len() + self.max_tokens)?;
+        let ctx_len = self
+            .engine
+            .ctx_for(&model, prompt.len() + self.max_tokens)?;
         let seed = self.seed.unwrap_or_else(rand::random);
         if self.seed.is_none() && self.temperature > 0.0 {
             eprintln!("llorchd: seed {seed}");
@@ -102,12 +108,15 @@ impl Run for Generate {
         let mut dec = SequenceDecoder::new(model.tokenizer.clone(), &params, &prompt);
         let nv = model.hparams.n_vocab;
         let mut out = std::io::stdout().lock();
-        // Prefill in chunks, then decode one token at a time.
+        // Prefill in aligned chunks (as the server does), then decode one
+        // token at a time.
+        let chunk_len = (self.engine.batch / PREFILL_ALIGN * PREFILL_ALIGN).max(PREFILL_ALIGN);
         let mut pos = 0;
         let mut next = Vec::new();
         loop {
-            let tokens: Vec<u32> = if pos < prompt.len() {
-                let end = (pos + self.engine.batch).min(prompt.len());
+            let prefill = pos < prompt.len();
+            let tokens: Vec<u32> = if prefill {
+                let end = (pos + chunk_len).min(prompt.len());
                 let chunk = prompt[pos..end].to_vec();
                 pos = end;
                 chunk
@@ -119,6 +128,7 @@ impl Run for Generate {
                 cache: &mut cache,
                 tokens: &tokens,
                 want_logits: want,
+                prompt_len: if prefill { prompt.len() } else { 0 },
             }];
             model.forward(&mut fw, &mut batch)?;
             if !want {

@@ -432,6 +432,7 @@ impl PoolClient for ClusterPool {
                     max_tokens: 0,
                     stop: Vec::new(),
                     logprobs: None,
+                    determinism: Default::default(),
                 },
                 session_id: None,
                 correlation_id: String::new(),

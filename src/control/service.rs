@@ -24,9 +24,8 @@ use crate::config::{AdmissionConfig, SessionConfig};
 use crate::telemetry::logging::task_span;
 use crate::telemetry::metrics::{self as m, label};
 use crate::transport::{
-    PlacementHints,
-    ErrorCode, ExecuteRequest, GenerationParams, PoolClient, PoolState, PoolStatus, PrepareRequest,
-    PromptInput, TaskEvent, TransportError,
+    Determinism, ErrorCode, ExecuteRequest, GenerationParams, PlacementHints, PoolClient,
+    PoolState, PoolStatus, PrepareRequest, PromptInput, TaskEvent, TransportError,
 };
 
 /// Is a model id known to the catalog, and may it be served?
@@ -123,6 +122,7 @@ pub struct TaskSpec {
     pub sampling: SamplingSpec,
     pub sampling_defaults: SamplingDefaults,
     pub placement: PlacementSpec,
+    pub determinism: Determinism,
 }
 
 /// A task that got in.
@@ -313,7 +313,7 @@ impl Control {
                 ctl.sessions.sweep(now);
             }
         });
-        ctl.background.lock().unwrap().push(housekeeping);
+        ctl.background_tasks().push(housekeeping);
         ctl
     }
 
@@ -345,13 +345,20 @@ impl Control {
             .set(a.queue_capacity as f64);
         metrics::gauge!(m::ADMISSION_QUEUE_DEPTH, label::POOL_ID => id.clone()).set(0.0);
         self.record_pool_gauges(&entry);
-        self.pools.write().unwrap().push(entry.clone());
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry.clone());
         let handle = tokio::spawn(dispatch_loop(Arc::downgrade(self), entry));
-        self.background.lock().unwrap().push(handle);
+        self.background_tasks().push(handle);
+    }
+
+    fn background_tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.background.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pools(&self) -> Vec<Arc<PoolEntry>> {
-        self.pools.read().unwrap().clone()
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn pool(&self, id: &str) -> Option<Arc<PoolEntry>> {
@@ -435,7 +442,7 @@ impl Control {
         res
     }
 
-    async fn admit(self: &Arc<Self>, spec: TaskSpec) -> Result<Admission, ControlError> {
+    async fn admit(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Admission, ControlError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(refused(
                 ErrorCode::PoolUnavailable,
@@ -489,7 +496,7 @@ impl Control {
             }
         };
         let candidates = self.candidates();
-        let decision = placement::place(&preq, &candidates).map_err(placement_error)?;
+        let mut decision = placement::place(&preq, &candidates).map_err(placement_error)?;
         let entry = self
             .pool(&decision.pool_id)
             .ok_or_else(|| refused(ErrorCode::PoolUnavailable, "the chosen pool went away"))?;
@@ -497,7 +504,8 @@ impl Control {
             .client
             .prepare(PrepareRequest {
                 model_id: model_id.clone(),
-                input: spec.input.clone(),
+                // The prompt is not needed past this point; do not copy it.
+                input: std::mem::replace(&mut spec.input, PromptInput::Text(String::new())),
             })
             .await?;
         let tokens_in = prepared.tokens.len();
@@ -514,6 +522,7 @@ impl Control {
                 ) {
                     entry = e;
                     ctx = c.ctx;
+                    decision = d;
                 }
             }
         }
@@ -543,11 +552,6 @@ impl Control {
         if let Some(s) = &spec.session_id {
             span.record("session_id", s.as_str());
         }
-        info!(
-            parent: &span,
-            human = %format!("placed on pool {} ({})", entry.id, decision.reason.as_str()),
-            "task placed"
-        );
         let info = TaskInfo {
             id: task_id.clone(),
             correlation_id: spec.correlation_id.clone(),
@@ -683,6 +687,13 @@ impl Control {
                 metrics::counter!(m::ADMISSION_ENQUEUED_TOTAL).increment(1);
                 span.record("queue_position", position);
                 span.record("predicted_start_ms", predicted);
+                // Logged once admitted, so that refusals under saturation
+                // cost no log line.
+                info!(
+                    parent: &span,
+                    human = %format!("placed on pool {} ({})", entry.id, decision.reason.as_str()),
+                    "task placed"
+                );
                 info!(
                     parent: &span,
                     human = %format!(
@@ -914,7 +925,7 @@ impl Control {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        self.background.lock().unwrap().push(handle);
+        self.background_tasks().push(handle);
         Ok(view)
     }
 
@@ -1076,7 +1087,7 @@ impl Control {
 
     /// Stop the background tasks (dispatchers, housekeeping).
     pub fn stop(&self) {
-        for h in self.background.lock().unwrap().drain(..) {
+        for h in self.background_tasks().drain(..) {
             h.abort();
         }
     }
@@ -1189,6 +1200,7 @@ fn generation_params(spec: &TaskSpec, max_tokens: usize) -> GenerationParams {
         max_tokens,
         stop: s.stop.clone(),
         logprobs: s.logprobs,
+        determinism: spec.determinism,
     }
 }
 

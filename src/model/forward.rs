@@ -38,6 +38,13 @@ pub struct BatchEntry<'a> {
     pub tokens: &'a [u32],
     /// Compute logits for the last of `tokens`.
     pub want_logits: bool,
+    /// Nonzero: `tokens` are part of a prompt of this many tokens (prefill);
+    /// zero: generated tokens fed back (decode). llama.cpp computes prompt
+    /// tokens with different, multi-token arithmetic in places (attention
+    /// over ubatches of 64 or more tokens; repacked Q4_K in groups of four);
+    /// we reproduce that per token from its position in its own prompt, so
+    /// a token's arithmetic never depends on the rest of the batch.
+    pub prompt_len: usize,
 }
 
 impl Tensor {
@@ -63,8 +70,10 @@ fn job<'a>(
     x_stride: usize,
     out: &mut [f32],
     out_stride: usize,
+    quads: Option<&'a [bool]>,
 ) -> MatJob<'a> {
     MatJob {
+        quads,
         w: t.matrix(),
         k: t.kernels(isa),
         x,
@@ -113,6 +122,24 @@ pub struct Forward {
 struct TokenSlot {
     entry: usize,
     pos: usize,
+    /// Attention with llama.cpp's tiled prompt arithmetic (see `attend_tiled`).
+    tiled: bool,
+}
+
+/// llama.cpp splits a prompt into micro-batches of this many tokens
+/// (`n_ubatch`), counted from the start of the sequence.
+pub const UBATCH: usize = 512;
+/// A micro-batch with at least this many query tokens takes llama.cpp's
+/// tiled attention (`GGML_FA_TILE_Q`), else its one-pass path.
+const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled attention (`GGML_FA_TILE_KV`).
+const FA_TILE_KV: usize = 64;
+
+/// The micro-batch `[start, end)` that prompt position `pos` falls in, for a
+/// prompt of `prompt_len` tokens.
+pub fn ubatch_of(pos: usize, prompt_len: usize) -> (usize, usize) {
+    let start = pos / UBATCH * UBATCH;
+    (start, (start + UBATCH).min(prompt_len.max(pos + 1)))
 }
 
 impl Forward {
@@ -160,9 +187,15 @@ impl Forward {
         for (ei, e) in batch.iter().enumerate() {
             let base = e.cache.len();
             for j in 0..e.tokens.len() {
+                let pos = base + j;
+                let tiled = e.prompt_len > 0 && {
+                    let (s0, s1) = ubatch_of(pos, e.prompt_len);
+                    s1 - s0 >= FA_TILE_Q
+                };
                 slots.push(TokenSlot {
                     entry: ei,
-                    pos: base + j,
+                    pos,
+                    tiled,
                 });
             }
             if e.want_logits {
@@ -170,6 +203,24 @@ impl Forward {
             }
         }
         let n_tok = slots.len();
+        // Prompt tokens in a whole aligned group of four of their own
+        // micro-batch, all in this entry: the quad arithmetic of some kernels.
+        let mut quad = vec![false; n_tok];
+        {
+            let mut t = 0;
+            for e in batch.iter() {
+                let (first, end) = (e.cache.len(), e.cache.len() + e.tokens.len());
+                for j in 0..e.tokens.len() {
+                    let pos = first + j;
+                    if e.prompt_len > 0 {
+                        let (_, ub_end) = ubatch_of(pos, e.prompt_len);
+                        let q0 = pos / 4 * 4;
+                        quad[t] = q0 >= first && q0 + 4 <= end.min(ub_end);
+                    }
+                    t += 1;
+                }
+            }
+        }
         let (ne, nq, nkv, nff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
         let s = &mut self.s;
         grow(&mut s.x, n_tok * ne);
@@ -221,9 +272,9 @@ impl Forward {
                 let k = lw.wq.kernels(isa);
                 let stride = quantize_rows(&k, &s.xn[..n_tok * ne], ne, &mut s.xq);
                 let jobs = [
-                    job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq),
-                    job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv),
-                    job(isa, &lw.wv, &s.xq, stride, &mut s.v, nkv),
+                    job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq, Some(&quad)),
+                    job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv, Some(&quad)),
+                    job(isa, &lw.wv, &s.xq, stride, &mut s.v, nkv, Some(&quad)),
                 ];
                 matmul(&mut self.pool, &jobs, n_tok);
             }
@@ -281,11 +332,26 @@ impl Forward {
 
             // Attention. In the last layer only rows that produce logits matter.
             let last = il == n_layer - 1;
+            // In the last layer only rows that produce logits matter after
+            // the output projection; an output row in a prompt quad brings
+            // its whole quad, since the projection computes quads together
+            // (llama.cpp selects the rows after it).
             let rows: Vec<usize> = if last {
-                out_rows.clone()
+                let mut r = Vec::new();
+                for &t in &out_rows {
+                    let lo = if quad[t] { t - slots[t].pos % 4 } else { t };
+                    let hi = if quad[t] { lo + 4 } else { t + 1 };
+                    for i in lo..hi {
+                        if r.last().is_none_or(|&l| l < i) {
+                            r.push(i);
+                        }
+                    }
+                }
+                r
             } else {
                 (0..n_tok).collect()
             };
+            let row_quads: Vec<bool> = rows.iter().map(|&t| quad[t]).collect();
             let kq_scale = if hp.arch == Arch::Gemma3 {
                 1.0
             } else {
@@ -301,6 +367,7 @@ impl Forward {
                 self.pool.run(&|ith, nth| {
                     let mut qh = vec![f16::ZERO; hd];
                     let mut acc = vec![f16::ZERO; hd];
+                    let mut tile = TiledScratch::new(hd);
                     for wi in split_range(work, ith, nth, 1) {
                         let (ri, h) = (wi / hp.n_head, wi % hp.n_head);
                         let t = rows[ri];
@@ -308,6 +375,23 @@ impl Forward {
                         let cache = caches[slot.entry];
                         // Safety: each (row, head) pair is written by one thread.
                         let out = unsafe { attn_out.slice(ri * nq + h * hd, hd) };
+                        let qrow = &q[t * nq + h * hd..t * nq + (h + 1) * hd];
+                        if slot.tiled {
+                            attend_tiled(
+                                isa,
+                                qrow,
+                                &cache.k[il],
+                                &cache.v[il],
+                                nkv,
+                                (h / group) * hd,
+                                slot.pos,
+                                window,
+                                kq_scale,
+                                &mut tile,
+                                out,
+                            );
+                            continue;
+                        }
                         attend(
                             isa,
                             &q[t * nq + h * hd..t * nq + (h + 1) * hd],
@@ -330,15 +414,30 @@ impl Forward {
             {
                 let k = lw.wo.kernels(isa);
                 let stride = quantize_rows(&k, &s.attn[..n_rows * nq], nq, &mut s.xq);
-                let jobs = [job(isa, &lw.wo, &s.xq, stride, &mut s.proj, ne)];
+                let jobs = [job(
+                    isa,
+                    &lw.wo,
+                    &s.xq,
+                    stride,
+                    &mut s.proj,
+                    ne,
+                    Some(&row_quads),
+                )];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
-            if last && n_rows != n_tok {
-                // Keep only the residual rows that continue.
-                for (ri, &t) in rows.iter().enumerate() {
-                    s.x.copy_within(t * ne..(t + 1) * ne, ri * ne);
+            let n_rows = if last && out_rows.len() != n_tok {
+                // Keep only the rows that continue: the output rows.
+                for (k, &t) in out_rows.iter().enumerate() {
+                    let ri = rows.binary_search(&t).expect("output row was computed");
+                    s.proj.copy_within(ri * ne..(ri + 1) * ne, k * ne);
+                    s.x.copy_within(t * ne..(t + 1) * ne, k * ne);
                 }
-            }
+                out_rows.len()
+            } else {
+                n_rows
+            };
+            // After the last layer's selection every row stands alone.
+            let ffn_quads = if last { None } else { Some(&quad[..]) };
             if let Some(pn) = &lw.post_attn_norm {
                 rms_norm_in_place(&mut s.proj[..n_rows * ne], ne, pn.f32s(), hp.norm_eps);
             }
@@ -356,8 +455,16 @@ impl Forward {
                 let k = lw.ffn_gate.kernels(isa);
                 let stride = quantize_rows(&k, &s.xn[..n_rows * ne], ne, &mut s.xq);
                 let jobs = [
-                    job(isa, &lw.ffn_gate, &s.xq, stride, &mut s.gate, nff),
-                    job(isa, &lw.ffn_up, &s.xq, stride, &mut s.up, nff),
+                    job(
+                        isa,
+                        &lw.ffn_gate,
+                        &s.xq,
+                        stride,
+                        &mut s.gate,
+                        nff,
+                        ffn_quads,
+                    ),
+                    job(isa, &lw.ffn_up, &s.xq, stride, &mut s.up, nff, ffn_quads),
                 ];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
@@ -372,7 +479,15 @@ impl Forward {
             {
                 let k = lw.ffn_down.kernels(isa);
                 let stride = quantize_rows(&k, &s.hidden[..n_rows * nff], nff, &mut s.hq);
-                let jobs = [job(isa, &lw.ffn_down, &s.hq, stride, &mut s.proj, ne)];
+                let jobs = [job(
+                    isa,
+                    &lw.ffn_down,
+                    &s.hq,
+                    stride,
+                    &mut s.proj,
+                    ne,
+                    ffn_quads,
+                )];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             if let Some(pn) = &lw.post_ffn_norm {
@@ -396,7 +511,7 @@ impl Forward {
             );
             let k = w.output.kernels(isa);
             let stride = quantize_rows(&k, &s.xn[..n_out * ne], ne, &mut s.xq);
-            let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv)];
+            let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv, None)];
             matmul(&mut self.pool, &jobs, n_out);
             if hp.final_logit_softcap > 0.0 {
                 let c = hp.final_logit_softcap;
@@ -484,7 +599,26 @@ impl RopeRow {
         RopeRow { cs }
     }
 
+    /// Rotate one head. The multiply-adds are fused exactly where GCC fuses
+    /// them in ggml's `rotate_pairs` (checked against llama.cpp's build for
+    /// both pairings), so results match bit for bit.
     fn apply(&self, x: &mut [f32], neox: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: FMA is available.
+            return unsafe { self.apply_fma(x, neox) };
+        }
+        self.apply_generic(x, neox);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn apply_fma(&self, x: &mut [f32], neox: bool) {
+        self.apply_generic(x, neox);
+    }
+
+    #[inline(always)]
+    fn apply_generic(&self, x: &mut [f32], neox: bool) {
         let n_rot = self.cs.len() * 2;
         for (i, &(c, s)) in self.cs.iter().enumerate() {
             let (a, b) = if neox {
@@ -493,8 +627,8 @@ impl RopeRow {
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (x[a], x[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
+            x[a] = x0.mul_add(c, -(x1 * s));
+            x[b] = x0.mul_add(s, x1 * c);
         }
     }
 }
@@ -550,6 +684,106 @@ fn attend(
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;
+    }
+}
+
+/// Per-thread buffers of `attend_tiled`.
+struct TiledScratch {
+    k: Vec<f32>,
+    kq: Vec<f32>,
+    v: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+impl TiledScratch {
+    fn new(hd: usize) -> TiledScratch {
+        TiledScratch {
+            k: vec![0.0; hd],
+            kq: vec![0.0; FA_TILE_KV],
+            v: vec![0.0; hd],
+            acc: vec![0.0; hd],
+        }
+    }
+}
+
+/// One query head as llama.cpp's tiled flash attention computes prompt
+/// micro-batches of 64 or more tokens: f32 query, keys and values (from the
+/// F16 cache), scores by an FMA chain per key, online softmax per tile of
+/// 64 keys (tiles counted from position 0) with ggml's vector `expf`, and an
+/// f32 value accumulator updated by an FMA chain per key.
+#[allow(clippy::too_many_arguments)]
+fn attend_tiled(
+    isa: Isa,
+    q: &[f32],
+    k_cache: &[u16],
+    v_cache: &[u16],
+    kv_stride: usize,
+    head_off: usize,
+    pos: usize,
+    window: usize,
+    kq_scale: f32,
+    t: &mut TiledScratch,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let first = if window == usize::MAX {
+        0
+    } else {
+        (pos + 1).saturating_sub(window)
+    };
+    t.acc.iter_mut().for_each(|a| *a = 0.0);
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    let mut tile0 = first / FA_TILE_KV * FA_TILE_KV;
+    while tile0 <= pos {
+        // Scores for the tile; masked and out-of-range keys are -inf.
+        for j in 0..FA_TILE_KV {
+            let p = tile0 + j;
+            t.kq[j] = if p < first || p > pos {
+                f32::NEG_INFINITY
+            } else {
+                let off = p * kv_stride + head_off;
+                for (d, &b) in t.k.iter_mut().zip(&k_cache[off..off + hd]) {
+                    *d = f16::from_bits(b).to_f32();
+                }
+                let mut kq = 0.0f32;
+                for (&kd, &qd) in t.k.iter().zip(q) {
+                    kq = kd.mul_add(qd, kq);
+                }
+                kq * kq_scale
+            };
+        }
+        let tile_max = t.kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if tile_max != f32::NEG_INFINITY {
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                vec::vec_scale_f32(&mut t.acc, ms);
+                sum *= ms;
+            }
+            m = m_new;
+            let kq_in = t.kq.clone();
+            sum = (sum as f64 + vec::soft_max_f32(isa, &mut t.kq, &kq_in, m_new)) as f32;
+            for j in 0..FA_TILE_KV {
+                let p = tile0 + j;
+                if p < first || p > pos {
+                    continue; // weight 0: ggml's FMA adds exactly nothing
+                }
+                let off = p * kv_stride + head_off;
+                for (d, &b) in t.v.iter_mut().zip(&v_cache[off..off + hd]) {
+                    *d = f16::from_bits(b).to_f32();
+                }
+                let w = t.kq[j];
+                for (a, &vd) in t.acc.iter_mut().zip(&t.v) {
+                    *a = vd.mul_add(w, *a);
+                }
+            }
+        }
+        tile0 += FA_TILE_KV;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(&t.acc) {
+        *o = a * inv;
     }
 }
 

@@ -224,7 +224,10 @@ mod tests {
             w.set_u32(&format!("{arch}.{k}"), *v);
         }
         w.set_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5);
-        w.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into(); 8])));
+        w.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(vec!["a".into(); 8])),
+        );
         Gguf::parse(&w.to_bytes()).unwrap()
     }
 
@@ -254,7 +257,10 @@ mod tests {
     fn gqa_must_divide() {
         let mut kv = LLAMA.to_vec();
         kv[3] = ("attention.head_count_kv", 3);
-        assert!(matches!(HParams::from_gguf(&header("llama", &kv)), Err(HParamsError::Invalid(_))));
+        assert!(matches!(
+            HParams::from_gguf(&header("llama", &kv)),
+            Err(HParamsError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl ControlPlane {
         let router = node_routes(self.nodes.clone(), self.token.clone()).merge(client_api);
         let serving = ApiServing {
             router,
-            metrics_router: api::router(self.state.clone()),
+            metrics_router: api::metrics_router(self.state.clone()),
             tls: tls::server_config(&self.config.tls)?,
             grace: Duration::from_millis(self.config.server.shutdown_grace_ms),
             control: self.control.clone(),

@@ -166,7 +166,7 @@ pub(crate) async fn load_pools(
                 .map_err(|e| ProfileError::Runtime(e.to_string()))?
                 .map_err(|source| ProfileError::Pool {
                     pool: id.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
             pools.push(Arc::new(LocalPool::new(pool, node_id, source.clone())));
@@ -258,15 +258,16 @@ impl Home {
     ) -> Result<(), ProfileError> {
         let serving = ApiServing {
             router: guard_client_api(api::router(self.state.clone()), self.client_token.clone()),
-            metrics_router: api::router(self.state.clone()),
+            metrics_router: api::metrics_router(self.state.clone()),
             tls: tls::server_config(&self.config.tls)?,
             grace: Duration::from_millis(self.config.server.shutdown_grace_ms),
             control: self.control.clone(),
             notifier: self.notifier.clone(),
         };
-        serve_api(serving, listener, metrics_listener, shutdown).await?;
+        // The pools stop even when the server failed.
+        let result = serve_api(serving, listener, metrics_listener, shutdown).await;
         self.shutdown().await;
-        Ok(())
+        result
     }
 
     /// Stop the control side and the pools (waits for the engine threads).

@@ -51,7 +51,11 @@ pub enum ProfileError {
     )]
     ModelRetired { pool: String, model: String },
     #[error("pool {pool}: {source}")]
-    Pool { pool: String, source: PoolError },
+    Pool {
+        pool: String,
+        /// Boxed: a pool error is large and this path is rare.
+        source: Box<PoolError>,
+    },
     #[error("pool {pool}: device {device:?} is not available in this build (cpu only)")]
     Device { pool: String, device: String },
     #[error(transparent)]

@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    BoxFuture, ErrorCode, ExecuteRequest, FinishReason, GeneratedToken, GenerationParams,
-    PoolClient, PoolState, PoolStatus, PrepareRequest, Prepared, PromptInput, TaskEvent,
-    TaskEvents, TaskSummary, TokenLogprob, TransportError,
+    BoxFuture, Determinism, ErrorCode, ExecuteRequest, FinishReason, GeneratedToken,
+    GenerationParams, PoolClient, PoolState, PoolStatus, PrepareRequest, Prepared, PromptInput,
+    TaskEvent, TaskEvents, TaskSummary, TokenLogprob, TransportError,
 };
 use crate::model::chat_template::ChatMessage;
 use crate::model::decode::{self, DecodeParams};
@@ -369,6 +369,7 @@ impl PoolClient for LocalPool {
                 id: req.task_id,
                 prompt: req.prompt,
                 params: decode_params(&req.params),
+                best_effort_reuse: req.params.determinism == Determinism::BestEffort,
                 session: req.session_id,
                 events: tx,
                 cancel: flag,

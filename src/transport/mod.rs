@@ -241,6 +241,20 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    pub determinism: Determinism,
+}
+
+/// How far a task may reuse KV cached by earlier tasks of its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Determinism {
+    /// Reuse only cached prompt positions computed exactly as a fresh run
+    /// would compute them: the tokens never depend on what ran before.
+    #[default]
+    Strict,
+    /// Reuse every cached token that matches, generated ones included
+    /// (faster multi-turn sessions; the arithmetic may differ in the last
+    /// bits from a fresh run).
+    BestEffort,
 }
 
 /// Placement wishes that a pool spanning several nodes honours when it

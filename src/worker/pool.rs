@@ -145,6 +145,7 @@ fn self_test(model: &Model, fw: &mut Forward) -> Result<(), PoolError> {
         cache: &mut cache,
         tokens: &[tok],
         want_logits: true,
+        prompt_len: 1,
     }];
     model
         .forward(fw, &mut batch)
@@ -169,20 +170,21 @@ fn measure_rates(model: &Model, fw: &mut Forward) -> Result<(f64, Duration), Poo
     let mut cache = model.new_cache(n + 1);
     let tok = model.tokenizer.bos().unwrap_or(0);
     let prompt = vec![tok; n];
-    let mut run = |tokens: &[u32], cache: &mut crate::model::SeqCache| {
+    let mut run = |tokens: &[u32], prompt_len: usize, cache: &mut crate::model::SeqCache| {
         let t0 = Instant::now();
         let mut batch = [BatchEntry {
             cache,
             tokens,
             want_logits: true,
+            prompt_len,
         }];
         model
             .forward(fw, &mut batch)
             .map_err(|e| PoolError::SelfTest(e.to_string()))?;
         Ok::<_, PoolError>(t0.elapsed())
     };
-    let prefill = run(&prompt, &mut cache)?;
-    let step = run(&[tok], &mut cache)?;
+    let prefill = run(&prompt, n, &mut cache)?;
+    let step = run(&[tok], 0, &mut cache)?;
     let tps = n as f64 / prefill.as_secs_f64().max(1e-6);
     Ok((tps, step))
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::decode::{DecodeParams, FinishReason, SequenceDecoder, TokenOut};
+use crate::model::forward::ubatch_of;
 use crate::model::{BatchEntry, Forward, Model, SeqCache};
 
 use super::stats::PoolStats;
@@ -31,6 +32,11 @@ pub struct EngineTask {
     pub events: UnboundedSender<EngineEvent>,
     pub cancel: Arc<AtomicBool>,
     pub submitted_at: Instant,
+    /// `determinism: best_effort`: reuse every cached token that matches,
+    /// including generated ones. Otherwise (strict) only cached prompt
+    /// tokens computed exactly as a fresh run would compute them are
+    /// reused, so results never depend on what ran before.
+    pub best_effort_reuse: bool,
 }
 
 /// What a running task reports, in order: `Started`, `Token`*, then one of
@@ -85,9 +91,22 @@ struct Slot {
     cache: SeqCache,
     /// Tokens whose KV is in `cache`, in order (for prefix reuse).
     tokens: Vec<u32>,
+    /// Length of the prompt whose prefill filled the cache; cached tokens
+    /// past it were generated (decode arithmetic) and are only reused by
+    /// best-effort tasks.
+    prompt_len: usize,
     session: Option<String>,
     last_used: Instant,
     running: Option<Running>,
+}
+
+/// One sequence's part of the next step.
+struct Planned {
+    slot: usize,
+    tokens: Vec<u32>,
+    want: bool,
+    /// A prompt chunk (else one decode token).
+    prefill: bool,
 }
 
 pub struct SchedulerConfig {
@@ -106,6 +125,39 @@ pub struct Scheduler {
     stats: Arc<PoolStats>,
 }
 
+/// Prompt chunks start at multiples of this and are a multiple of it long
+/// (but for the prompt's last chunk). Some weight types use different, but
+/// per-token deterministic, arithmetic for tokens in whole groups of four
+/// of a prompt chunk (llama.cpp's repacked Q4_K gemm), so a token's
+/// arithmetic is fixed by its position in its own prompt, never by what it
+/// is batched with.
+pub const PREFILL_ALIGN: usize = 4;
+
+/// How many leading positions are computed with the same arithmetic in a
+/// prompt of `old_len` tokens and one of `new_len` (capped at both). A
+/// prompt position's arithmetic depends on the llama.cpp micro-batch it
+/// falls in (its length decides tiled attention; groups of four are whole
+/// or not), so only positions whose micro-batch role agrees can be reused
+/// without changing results.
+pub fn strict_reuse_limit(old_len: usize, new_len: usize) -> usize {
+    let n = old_len.min(new_len);
+    if n == 0 {
+        return 0;
+    }
+    // Positions in whole micro-batches of the shorter prompt agree.
+    let (start, _) = ubatch_of(n - 1, n);
+    let role = |p: usize, len: usize| {
+        let (s0, s1) = ubatch_of(p, len);
+        (
+            s1 - s0 >= 64,
+            p / PREFILL_ALIGN * PREFILL_ALIGN + PREFILL_ALIGN <= s1,
+        )
+    };
+    (start..n)
+        .find(|&p| role(p, old_len) != role(p, new_len))
+        .unwrap_or(n)
+}
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -122,6 +174,7 @@ impl Scheduler {
             .map(|_| Slot {
                 cache: model.new_cache(cfg.ctx),
                 tokens: Vec::new(),
+                prompt_len: 0,
                 session: None,
                 last_used: now,
                 running: None,
@@ -205,11 +258,17 @@ impl Scheduler {
             let Some(si) = best else { break };
             let task = self.waiting.pop_front().unwrap();
             let slot = &mut self.slots[si];
-            // Keep at least one prompt token to compute, for its logits.
-            let reuse =
+            // Keep at least one prompt token to compute, for its logits,
+            // and keep chunks aligned.
+            let mut reuse =
                 common_prefix(&slot.tokens, &task.prompt).min(task.prompt.len().saturating_sub(1));
+            if !task.best_effort_reuse {
+                reuse = reuse.min(strict_reuse_limit(slot.prompt_len, task.prompt.len()));
+            }
+            reuse = reuse / PREFILL_ALIGN * PREFILL_ALIGN;
             slot.cache.truncate(reuse);
             slot.tokens.truncate(reuse);
+            slot.prompt_len = task.prompt.len();
             slot.session = task.session.clone();
             let queue_ms = task.submitted_at.elapsed().as_millis() as u64;
             let _ = task.events.send(EngineEvent::Started {
@@ -250,19 +309,36 @@ impl Scheduler {
         }
         self.admit();
 
-        // Plan the batch.
-        let mut budget = self.cfg.prefill_chunk.max(1);
-        let mut plan: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // slot, tokens, wants logits
+        // Plan the batch: every decoding sequence's next token, and whole
+        // prompt chunks while the step's prompt budget lasts (at least one
+        // chunk per step, so a long prompt always progresses). A sequence's
+        // chunk boundaries depend only on its own prompt.
+        let chunk_len = (self.cfg.prefill_chunk / PREFILL_ALIGN * PREFILL_ALIGN).max(PREFILL_ALIGN);
+        let mut budget = self.cfg.prefill_chunk.max(chunk_len);
+        let mut plan: Vec<Planned> = Vec::new();
         for (si, slot) in self.slots.iter().enumerate() {
             let Some(r) = &slot.running else { continue };
             if let Some(t) = r.last {
-                plan.push((si, vec![t], true));
-            } else if budget > 0 {
+                plan.push(Planned {
+                    slot: si,
+                    tokens: vec![t],
+                    want: true,
+                    prefill: false,
+                });
+            } else {
                 let left = r.task.prompt.len() - r.next_prompt;
-                let n = left.min(budget);
+                let n = left.min(chunk_len);
+                if n > budget {
+                    continue;
+                }
                 budget -= n;
                 let chunk = r.task.prompt[r.next_prompt..r.next_prompt + n].to_vec();
-                plan.push((si, chunk, n == left));
+                plan.push(Planned {
+                    slot: si,
+                    tokens: chunk,
+                    want: n == left,
+                    prefill: true,
+                });
             }
         }
         let busy = self.slots.iter().filter(|s| s.running.is_some()).count();
@@ -274,21 +350,23 @@ impl Scheduler {
 
         // Run it.
         let t0 = Instant::now();
-        let n_tokens: usize = plan.iter().map(|p| p.1.len()).sum();
-        let n_decode = plan
-            .iter()
-            .filter(|p| p.1.len() == 1 && self.slots[p.0].running.as_ref().unwrap().last.is_some())
-            .count();
+        let n_tokens: usize = plan.iter().map(|p| p.tokens.len()).sum();
+        let n_decode = plan.iter().filter(|p| !p.prefill).count();
         let result = {
             let mut entries: Vec<BatchEntry> = Vec::with_capacity(plan.len());
             // Split borrows of distinct slots.
             let mut slot_refs: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Some).collect();
-            for (si, toks, want) in &plan {
-                let slot = slot_refs[*si].take().expect("slot planned once");
+            for p in &plan {
+                let slot = slot_refs[p.slot].take().expect("slot planned once");
                 entries.push(BatchEntry {
                     cache: &mut slot.cache,
-                    tokens: toks,
-                    want_logits: *want,
+                    tokens: &p.tokens,
+                    want_logits: p.want,
+                    prompt_len: if p.prefill {
+                        slot.running.as_ref().map_or(0, |r| r.task.prompt.len())
+                    } else {
+                        0
+                    },
                 });
             }
             self.model.forward(&mut self.fw, &mut entries)
@@ -296,14 +374,16 @@ impl Scheduler {
         let step_time = t0.elapsed();
         if let Err(e) = result {
             // A batch-level failure fails every sequence in it.
-            for (si, _, _) in &plan {
-                if let Some(r) = self.slots[*si].running.take() {
+            for p in &plan {
+                let slot = &mut self.slots[p.slot];
+                if let Some(r) = slot.running.take() {
                     let _ = r.task.events.send(EngineEvent::Failed {
                         message: e.to_string(),
                     });
                 }
-                self.slots[*si].tokens.clear();
-                self.slots[*si].cache.clear();
+                slot.tokens.clear();
+                slot.prompt_len = 0;
+                slot.cache.clear();
             }
             return;
         }
@@ -312,15 +392,15 @@ impl Scheduler {
         // Consume the outputs.
         let mut logit_row = 0;
         let nv = self.model.hparams.n_vocab;
-        for (si, toks, want) in plan {
-            let slot = &mut self.slots[si];
-            slot.tokens.extend_from_slice(&toks);
+        for p in plan {
+            let slot = &mut self.slots[p.slot];
+            slot.tokens.extend_from_slice(&p.tokens);
             slot.last_used = Instant::now();
             let r = slot.running.as_mut().unwrap();
-            if r.last.is_none() {
-                r.next_prompt += toks.len();
+            if p.prefill {
+                r.next_prompt += p.tokens.len();
             }
-            if !want {
+            if !p.want {
                 continue;
             }
             let logits = self.fw.logits(logit_row, nv);
@@ -369,4 +449,30 @@ fn finish_canceled(t: &EngineTask, tokens_in: usize, tokens_out: usize, reused: 
         decode_ms: 0,
         canceled: true,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_reuse_respects_micro_batch_roles() {
+        // Same length: everything agrees.
+        assert_eq!(strict_reuse_limit(10, 10), 10);
+        // 10 then 20 tokens: positions 8 and 9 were a tail of two in the
+        // short prompt but sit in a whole group of four in the long one.
+        assert_eq!(strict_reuse_limit(10, 20), 8);
+        assert_eq!(strict_reuse_limit(20, 10), 8);
+        // 40 then 100: the short prompt's attention was one-pass (< 64
+        // tokens), the long one's tiled: nothing in that micro-batch agrees.
+        assert_eq!(strict_reuse_limit(40, 100), 0);
+        // 70 then 100: both tiled; whole groups agree.
+        assert_eq!(strict_reuse_limit(70, 100), 68);
+        // Across micro-batches: 600 then 1000 tokens. The first 512 agree;
+        // the second micro-batch had 88 tokens (tiled) and will have 488.
+        assert_eq!(strict_reuse_limit(600, 1000), 600);
+        // 530 then 1000: the second micro-batch had 18 tokens (one-pass).
+        assert_eq!(strict_reuse_limit(530, 1000), 512);
+        assert_eq!(strict_reuse_limit(0, 5), 0);
+    }
 }

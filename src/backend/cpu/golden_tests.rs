@@ -50,6 +50,14 @@ fn gen_row(seed: u64, n: usize, kind: u32) -> Vec<f32> {
                 *v = 127.0;
             }
         }
+        7 => {
+            // +-max in every Q8_K super-block, the negative first in every
+            // other (where the 4-row quantizer picks the other sign).
+            for (b, blk) in x.chunks_exact_mut(256).enumerate() {
+                blk[3] = if b % 2 == 1 { 5.0 } else { -5.0 };
+                blk[200] = -blk[3];
+            }
+        }
         _ => {}
     }
     x
@@ -102,6 +110,7 @@ fn matches_ggml_cpu_bit_for_bit() {
         "bf16", "f32",
     ];
     let mut checked = 0;
+    let mut prefill = Prefill::default();
     for line in GOLDEN.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f[0] {
@@ -244,6 +253,7 @@ fn matches_ggml_cpu_bit_for_bit() {
                     }
                 }
             }
+            "prefill" | "prefill-indep" | "prefill-gemma" => prefill.check(line),
             "gelutable" => {
                 let t: Vec<u8> = vec::gelu_table()
                     .iter()
@@ -256,4 +266,118 @@ fn matches_ggml_cpu_bit_for_bit() {
         checked += 1;
     }
     assert!(checked > 300, "golden file too short: {checked}");
+    prefill.finish();
+}
+
+/// Prompt processing with repacked Q4_K weights: llama.cpp's graph output,
+/// one hash per column, reproduced as the engine must compute it: columns
+/// `0..cols - cols % 4` with `gemm_quads`, the rest with `gemm`.
+#[derive(Default)]
+struct Prefill {
+    /// Records checked, per tag.
+    records: std::collections::BTreeMap<String, usize>,
+    /// Quad columns checked, and how many of them `gemm` alone (the decode
+    /// arithmetic) would have got wrong.
+    quad_columns: usize,
+    decode_wrong: usize,
+    gemma: Option<crate::gguf::GgufFile>,
+}
+
+impl Prefill {
+    fn check(&mut self, line: &str) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let tag = f[0];
+        let ty = type_of(f[1]);
+        let [n, rows, seed, cols]: [usize; 4] = std::array::from_fn(|i| f[2 + i].parse().unwrap());
+        let want: Vec<u64> = f[6..].iter().map(|h| hex64(h)).collect();
+        assert_eq!(want.len(), cols, "{line}");
+        assert_eq!(ty, GgmlType::Q4_K, "{line}");
+        let rb = row_bytes(ty, n).unwrap();
+        let w: Vec<u8> = if tag == "prefill-gemma" {
+            let g = self.gemma.get_or_insert_with(|| {
+                let p = crate::testing::real_model(crate::testing::RealModel::Gemma3);
+                crate::gguf::GgufFile::open(&p).unwrap()
+            });
+            let (t, data) = g.tensor("blk.0.attn_output.weight").unwrap();
+            assert_eq!((t.ty, t.rows()), (ty, (n, rows)), "{line}");
+            data.to_vec()
+        } else {
+            (0..rows)
+                .flat_map(|r| {
+                    let x = gen_row(20000 + 100 * seed as u64 + r as u64, n, (r % 6) as u32);
+                    let mut q = vec![0u8; rb];
+                    quantize_row_ref(ty, &x, &mut q).unwrap();
+                    q
+                })
+                .collect()
+        };
+        let base = if tag == "prefill-gemma" { 30000 } else { 20050 };
+        let mut xs: Vec<Vec<f32>> = (0..cols)
+            .map(|c| {
+                gen_row(
+                    base + 100 * seed as u64 + c as u64,
+                    n,
+                    ((seed + c) % 8) as u32,
+                )
+            })
+            .collect();
+        if tag == "prefill-indep" {
+            // Column 0 again in place, column 3 one place over: llama.cpp's
+            // own output shows each column independent of its group.
+            xs[4] = xs[0].clone();
+            xs[5] = xs[3].clone();
+            assert_eq!((want[4], want[5]), (want[0], want[3]), "{line}");
+        }
+        let ab = row_bytes(GgmlType::Q8_K, n).unwrap();
+        let quads = cols - cols % 4;
+        for isa in Isa::all_available() {
+            let k = quant::kernels(isa, ty).unwrap();
+            let mut acts = vec![0u8; ab * cols];
+            for (c, x) in xs.iter().enumerate() {
+                k.quantize_act(x, &mut acts[c * ab..(c + 1) * ab]).unwrap();
+            }
+            let mut y = vec![0f32; rows * cols];
+            k.gemm_quads(n, &w, rb, rows, &acts, ab, quads, &mut y, rows)
+                .unwrap();
+            k.gemm(
+                n,
+                &w,
+                rb,
+                rows,
+                &acts[quads * ab..],
+                ab,
+                cols - quads,
+                &mut y[quads * rows..],
+                rows,
+            )
+            .unwrap();
+            for c in 0..cols {
+                let got = fnv_f32(&y[c * rows..(c + 1) * rows]);
+                assert_eq!(got, want[c], "{line}: column {c} on {isa}");
+            }
+            // The decode arithmetic on every column, for the evidence that
+            // the quads matter.
+            let mut d = vec![0f32; rows * quads];
+            k.gemm(n, &w, rb, rows, &acts, ab, quads, &mut d, rows)
+                .unwrap();
+            for c in 0..quads {
+                self.quad_columns += 1;
+                self.decode_wrong += (fnv_f32(&d[c * rows..(c + 1) * rows]) != want[c]) as usize;
+            }
+        }
+        *self.records.entry(tag.to_string()).or_default() += 1;
+    }
+
+    fn finish(&self) {
+        eprintln!(
+            "prefill: {:?}; decode arithmetic wrong on {} of {} quad columns",
+            self.records, self.decode_wrong, self.quad_columns
+        );
+        for (tag, min) in [("prefill", 80), ("prefill-indep", 8), ("prefill-gemma", 18)] {
+            let got = self.records.get(tag).copied().unwrap_or(0);
+            assert!(got >= min, "{got} {tag} records, expected {min}");
+        }
+        // Without the quad arithmetic most groups of four would differ.
+        assert!(self.decode_wrong * 2 > self.quad_columns);
+    }
 }

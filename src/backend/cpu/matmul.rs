@@ -38,6 +38,33 @@ pub struct MatJob<'a> {
     /// Output: token `t`, row `r` at `out[t * out_stride + r]`.
     pub out: SharedMut<f32>,
     pub out_stride: usize,
+    /// Per token: part of a prompt's whole group of four, computed with the
+    /// kernels' quad arithmetic (`Kernels::gemm_quads`). Such tokens come in
+    /// aligned runs of four. None: every token uses `gemm`.
+    pub quads: Option<&'a [bool]>,
+}
+
+/// Token columns in pieces of at most `TOKEN_TILE`, each all-quad (a
+/// multiple of four long) or all-plain: `(start, len, quad)`.
+fn pieces(n_tok: usize, quads: Option<&[bool]>) -> Vec<(usize, usize, bool)> {
+    let mut out = Vec::new();
+    let mut t = 0;
+    while t < n_tok {
+        let q = quads.is_some_and(|f| f[t]);
+        let mut end = t + 1;
+        while end < n_tok && end - t < TOKEN_TILE && quads.is_some_and(|f| f[end]) == q {
+            end += 1;
+        }
+        if q {
+            // Quads are whole: keep pieces a multiple of four.
+            end = t + (end - t) / 4 * 4;
+            debug_assert!(end > t, "quad tokens come in aligned groups of four");
+            end = end.max(t + 4).min(n_tok);
+        }
+        out.push((t, end - t, q));
+        t = end;
+    }
+    out
 }
 
 /// Tokens per kernel call: keeps the activation tile cache-resident while
@@ -70,6 +97,10 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
             r += nr;
         }
     }
+    let job_pieces: Vec<Vec<(usize, usize, bool)>> = jobs
+        .iter()
+        .map(|j| pieces(n_tok, j.quads.filter(|_| j.k.has_quad_arithmetic())))
+        .collect();
     let next = AtomicUsize::new(0);
     pool.run(&|_ith, _nth| loop {
         let c = next.fetch_add(1, Ordering::Relaxed);
@@ -79,18 +110,45 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
         let j = &jobs[ji];
         let rb = j.w.row_bytes();
         let w = &j.w.data[r0 * rb..(r0 + nr) * rb];
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let nc = TOKEN_TILE.min(n_tok - t0);
+        for &(t0, nc, quad) in &job_pieces[ji] {
             let x = &j.x[t0 * j.x_stride..(t0 + nc) * j.x_stride];
             // Safety: rows r0..r0+nr of tokens t0..t0+nc belong to this chunk only.
             let out = unsafe {
                 j.out
                     .slice(t0 * j.out_stride + r0, (nc - 1) * j.out_stride + nr)
             };
-            j.k.gemm(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
-                .expect("matmul operands are validated when the model loads");
-            t0 += nc;
+            let r = if quad {
+                j.k.gemm_quads(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
+            } else {
+                j.k.gemm(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
+            };
+            r.expect("matmul operands are validated when the model loads");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_keep_quads_whole_and_tiles_bounded() {
+        let mut f = vec![false; 3];
+        f.extend([true; 8]);
+        f.push(false);
+        f.extend([true; 4 * 40]);
+        let p = pieces(f.len(), Some(&f));
+        let mut next = 0;
+        for &(t, n, q) in &p {
+            assert_eq!(t, next);
+            assert!(n > 0 && n <= TOKEN_TILE);
+            assert!(f[t..t + n].iter().all(|&x| x == q));
+            if q {
+                assert_eq!(n % 4, 0);
+            }
+            next = t + n;
+        }
+        assert_eq!(next, f.len());
+        assert_eq!(pieces(5, None), vec![(0, 5, false)]);
+    }
 }

@@ -11,6 +11,10 @@
 //!   quantized types give the same bits on every ISA: those of llama.cpp's
 //!   x86 decode kernels (`ggml_vec_dot_*`, and for Q4_K its repacked
 //!   `ggml_gemv_q4_K_8x8_q8_K`; see `dot_scalar`).
+//! - [`Kernels::gemm_quads`]: prompt tokens in aligned groups of four, with
+//!   the arithmetic llama.cpp's prefill uses for them (for Q4_K its repacked
+//!   4-column gemm, see `repack_q4k`; for every other type the same as
+//!   `gemm`).
 //! - [`kernels`]: the same, resolved once into function pointers for hot loops.
 //!
 //! Rows are byte slices (slices of the mmapped file for weights). Every entry
@@ -31,6 +35,9 @@ mod quantize_act;
 #[cfg(target_arch = "x86_64")]
 mod quantize_act_x86;
 mod quantize_ref;
+mod repack_q4k;
+#[cfg(test)]
+mod repack_q4k_tests;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 #[cfg(test)]
@@ -73,6 +80,8 @@ pub enum QuantError {
     },
     #[error("instruction set {0} is not available on this CPU")]
     IsaUnavailable(Isa),
+    #[error("gemm_quads takes columns in groups of 4, got {0}")]
+    QuadColumns(usize),
 }
 
 /// Types that can hold weights (any supported type) plus the activation-only
@@ -215,6 +224,8 @@ pub struct Kernels {
     act: GgmlType,
     dot: DotFn,
     gemm: GemmFn,
+    /// The prefill-quad kernel where it differs from `gemm`.
+    quads: Option<GemmFn>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -238,6 +249,7 @@ pub fn kernels(isa: Isa, weight: GgmlType) -> Result<Kernels, QuantError> {
         act,
         dot,
         gemm,
+        quads: repack_q4k::select(isa, weight),
     })
 }
 
@@ -362,6 +374,64 @@ impl Kernels {
         // SAFETY: every row and output range checked above; ISA checked in
         // `kernels`.
         unsafe { (self.gemm)(&args, out) };
+        Ok(())
+    }
+    /// Whether [`Kernels::gemm_quads`] computes differently from
+    /// [`Kernels::gemm`] (true for Q4_K, whose prefill llama.cpp runs
+    /// through its repacked 4-column gemm). Where false, quads may be mixed
+    /// freely with other columns.
+    pub fn has_quad_arithmetic(&self) -> bool {
+        self.quads.is_some()
+    }
+
+    /// Like [`Kernels::gemm`], for `nc` prompt-token columns taken as
+    /// `nc / 4` groups of four (`nc` must be a multiple of 4): the values
+    /// llama.cpp's prefill gives columns `4k..4k+4` of a mul_mat. Every
+    /// value depends only on its own (row, column) pair, and is the same on
+    /// every ISA. llama.cpp computes the last `n % 4` columns of a mul_mat
+    /// with its decode kernel: give those to [`Kernels::gemm`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_quads(
+        &self,
+        n: usize,
+        w: &[u8],
+        w_stride: usize,
+        nr: usize,
+        acts: &[u8],
+        act_stride: usize,
+        nc: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) -> Result<(), QuantError> {
+        if !nc.is_multiple_of(4) {
+            return Err(QuantError::QuadColumns(nc));
+        }
+        let Some(quads) = self.quads else {
+            return self.gemm(n, w, w_stride, nr, acts, act_stride, nc, out, out_stride);
+        };
+        let wb = row_bytes(self.weight, n)?;
+        let ab = row_bytes(self.act, n)?;
+        if nr == 0 || nc == 0 {
+            return Ok(());
+        }
+        check_strided("gemm_quads weights", w.len(), w_stride, wb, nr)?;
+        check_strided("gemm_quads activations", acts.len(), act_stride, ab, nc)?;
+        check_strided("gemm_quads output", out.len(), out_stride, nr, nc)?;
+        let args = gemm::GemmArgs {
+            nb: n / self.weight.block_size(),
+            wb,
+            ab,
+            dot: self.dot,
+            w,
+            w_stride,
+            nr,
+            acts,
+            act_stride,
+            nc,
+            out_stride,
+        };
+        // SAFETY: as in `gemm`; `nc` is a multiple of 4.
+        unsafe { quads(&args, out) };
         Ok(())
     }
 }
