@@ -625,7 +625,7 @@ fn tasks_move_to_the_other_holder() {
     let cp_url = format!("http://127.0.0.1:{cp_port}");
     let cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
     let urls = [cp_url.clone()];
-    let mut w1 = Proc::spawn(
+    let w1 = Proc::spawn(
         "w1",
         &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
         &[],

@@ -166,6 +166,7 @@ fn request(prefer: &[&str]) -> ExecuteRequest {
             max_tokens: 3,
             stop: vec![],
             logprobs: None,
+            determinism: Default::default(),
         },
         session_id: None,
         correlation_id: "c1".into(),
