@@ -184,7 +184,14 @@ impl Dir {
         cfg
     }
 
-    fn worker(&self, name: &str, bind: &str, controls: &[String], smollm2: bool, extra: &str) -> PathBuf {
+    fn worker(
+        &self,
+        name: &str,
+        bind: &str,
+        controls: &[String],
+        smollm2: bool,
+        extra: &str,
+    ) -> PathBuf {
         let cfg = self.path(&format!("{name}.toml"));
         let urls: Vec<String> = controls.iter().map(|c| format!("\"{c}\"")).collect();
         let pools = if smollm2 {
@@ -317,7 +324,11 @@ impl Api {
     async fn wait_up(&self) {
         let t0 = Instant::now();
         while self.get("/healthz", None).await.0 != 200 {
-            assert!(t0.elapsed() < Duration::from_secs(30), "{} never came up", self.base);
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{} never came up",
+                self.base
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -385,7 +396,8 @@ fn dispatched(metrics: &str, node: &str, outcome: &str) -> f64 {
         .lines()
         .filter(|l| l.starts_with("orchd_tasks_dispatched_total{"))
         .filter(|l| {
-            l.contains(&format!("node_id=\"{node}\"")) && l.contains(&format!("outcome=\"{outcome}\""))
+            l.contains(&format!("node_id=\"{node}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -413,23 +425,46 @@ fn registration_availability_placement_and_auth() {
     d.stage_smollm2("w1");
     let cp_port = free_port();
     let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let _cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
     // w1 holds SmolLM2; w2 holds nothing; w3 has the wrong token.
     let w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, ""),
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            true,
+            "",
+        ),
         &[],
         None,
     );
     let mut w2 = Proc::spawn(
         "w2",
-        &d.worker("w2", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &d.worker(
+            "w2",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            false,
+            "",
+        ),
         &[],
         None,
     );
     let w3 = Proc::spawn(
         "w3",
-        &d.worker("w3", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &d.worker(
+            "w3",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            false,
+            "",
+        ),
         &[("LLORCH_API_TOKEN", "a-wrong-token-0123456789abcdef")],
         None,
     );
@@ -524,18 +559,30 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
     d.stage_smollm2("w1");
     let cp_port = free_port();
     let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
     let w1_port = free_port();
     let mut w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("127.0.0.1:{w1_port}"), &[cp_url.clone()], true, ""),
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{w1_port}"),
+            &[cp_url.clone()],
+            true,
+            "",
+        ),
         &[],
         None,
     );
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         let id = api.submit(long_task(400)).await;
         let pid = w1.pid();
         let mut killed_at = None;
@@ -554,7 +601,8 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
         assert_eq!(data["retriable"], true);
         assert!(kinds(&f).iter().filter(|k| **k == "token").count() >= 3);
         // Offline within the node timeout plus one heartbeat interval.
-        api.wait_state("w1", "offline", Duration::from_secs(30)).await;
+        api.wait_state("w1", "offline", Duration::from_secs(30))
+            .await;
         let took = killed_at.elapsed();
         assert!(
             took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
@@ -566,7 +614,8 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
         // The worker comes back (a new process, same node id): accepted.
         w1.kill();
         w1.start();
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         // It stays online (no flapping) and serves.
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -576,7 +625,10 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
         assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
     });
     let log = cp.log();
-    assert!(log.contains("back online") || log.contains("registered again"), "{log}");
+    assert!(
+        log.contains("back online") || log.contains("registered again"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -584,17 +636,29 @@ fn a_frozen_worker_goes_offline_and_comes_back() {
     let d = Dir::new();
     let cp_port = free_port();
     let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let _cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
     let w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], false, ""),
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            false,
+            "",
+        ),
         &[],
         None,
     );
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         // Freeze it right after a heartbeat went out, then time the fall.
         w1.signal(libc::SIGSTOP);
         let t0 = Instant::now();
@@ -605,7 +669,10 @@ fn a_frozen_worker_goes_offline_and_comes_back() {
             took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
             "offline after {took:?}"
         );
-        assert!(t0.elapsed() >= Duration::from_millis(TIMEOUT_MS / 2), "offline too early");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(TIMEOUT_MS / 2),
+            "offline too early"
+        );
         w1.signal(libc::SIGCONT);
         api.wait_state("w1", "online", Duration::from_millis(TIMEOUT_MS + 2000))
             .await;
@@ -623,9 +690,14 @@ fn tasks_move_to_the_other_holder() {
     d.stage_smollm2("w2");
     let cp_port = free_port();
     let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
     let urls = [cp_url.clone()];
-    let w1 = Proc::spawn(
+    let mut w1 = Proc::spawn(
         "w1",
         &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
         &[],
@@ -640,30 +712,55 @@ fn tasks_move_to_the_other_holder() {
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
-        api.wait_state("w2", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
+        api.wait_state("w2", "online", Duration::from_secs(30))
+            .await;
         let (_, v) = api.get("/v2/catalog/availability", None).await;
         assert_eq!(v["models"][0]["availability"], "replicated", "{v}");
 
-        // 1. Lost before the first token: w1 is frozen (still online for
-        // the registry), the task prefers it, its stream never starts; the
-        // task moves to w2 and the client sees one clean stream.
-        w1.signal(libc::SIGSTOP);
-        let mut t = short_task("smollm2");
+        // 1. Lost before the first token: the task prefers w1, which is
+        // killed while it computes the (long) prompt; the task moves to
+        // w2 and the client sees one clean stream.
+        let mut t = json!({
+            "model_ref": "smollm2",
+            "prompt": "one two three four five six seven eight nine ten ".repeat(60),
+            "max_tokens": 4,
+            "temperature": 0,
+        });
         t["placement"] = json!({"mode": "prefer", "prefer_pools": ["w1"]});
         let id = api.submit(t).await;
+        let t0 = Instant::now();
+        while !w1
+            .log()
+            .lines()
+            .any(|l| l.contains("worker task started") && l.contains(&id))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "w1 never started {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        w1.kill();
         let f = api.frames(&id, |_| {}).await;
         assert_eq!(last(&f).0, "end", "{f:?}");
         assert!(!kinds(&f).contains(&"error"));
+        assert_eq!(
+            kinds(&f).iter().filter(|k| **k == "started").count(),
+            1,
+            "{f:?}"
+        );
         let metrics = api.metrics().await;
-        assert!(
-            dispatched(&metrics, "w1", "worker_lost") + dispatched(&metrics, "w1", "unreachable")
-                >= 1.0,
+        assert_eq!(
+            dispatched(&metrics, "w1", "worker_lost") + dispatched(&metrics, "w1", "unreachable"),
+            1.0,
             "{metrics}"
         );
         assert_eq!(dispatched(&metrics, "w2", "ok"), 1.0, "{metrics}");
-        w1.signal(libc::SIGCONT);
-        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+        w1.start();
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
 
         // 2. Queued while its worker dies: one long task on each worker
         // fills both slots, a third waits in the control plane's queue;
@@ -677,7 +774,9 @@ fn tasks_move_to_the_other_holder() {
         let (s, v) = api.post("/v2/tasks", short_task("smollm2"), None).await;
         assert_eq!(s, 202, "{v}");
         let tc = v["task_id"].as_str().unwrap().to_string();
-        assert!(v["queue_position"].as_u64().unwrap() >= 1, "{v}");
+        // Both slots are taken: it waits in the control plane's queue.
+        let (_, st) = api.get(&format!("/v2/tasks/{tc}"), None).await;
+        assert_eq!(st["state"], "queued", "{st}");
         let w1_pid = w1.pid();
         let mut killed = false;
         let fa = api
@@ -711,17 +810,29 @@ fn a_restarted_control_plane_knows_its_nodes_at_once() {
     d.stage_smollm2("w1");
     let cp_port = free_port();
     let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let mut cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""), &[], None);
+    let mut cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
     let _w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, ""),
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            true,
+            "",
+        ),
         &[],
         None,
     );
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         // A crash, not a clean stop: nothing is written at exit.
         cp.kill();
         cp.start();
@@ -734,7 +845,8 @@ fn a_restarted_control_plane_knows_its_nodes_at_once() {
         );
         let (_, v) = api.get("/v2/catalog/availability", None).await;
         assert_eq!(v["models"][0]["model_id"], "smollm2", "{v}");
-        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+        api.wait_state("w1", "online", Duration::from_secs(10))
+            .await;
         let id = api.submit(short_task("smollm2")).await;
         assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
     });
@@ -750,8 +862,18 @@ fn two_control_planes_share_the_same_workers() {
         format!("http://127.0.0.1:{p1}"),
         format!("http://localhost:{p2}"),
     );
-    let _cp1 = Proc::spawn("cp1", &d.control("cp1", &format!("127.0.0.1:{p1}"), ""), &[], None);
-    let _cp2 = Proc::spawn("cp2", &d.control("cp2", &format!("127.0.0.1:{p2}"), ""), &[], None);
+    let _cp1 = Proc::spawn(
+        "cp1",
+        &d.control("cp1", &format!("127.0.0.1:{p1}"), ""),
+        &[],
+        None,
+    );
+    let _cp2 = Proc::spawn(
+        "cp2",
+        &d.control("cp2", &format!("127.0.0.1:{p2}"), ""),
+        &[],
+        None,
+    );
     // The seed name for the control-plane list, comma-separated; the
     // second one by host name, resolved without NSS.
     let _w1 = Proc::spawn(
@@ -764,7 +886,8 @@ fn two_control_planes_share_the_same_workers() {
         for u in [&u1, &u2] {
             let api = Api::new(u);
             api.wait_up().await;
-            api.wait_state("w1", "online", Duration::from_secs(30)).await;
+            api.wait_state("w1", "online", Duration::from_secs(30))
+                .await;
         }
         let (a1, a2) = (Api::new(&u1), Api::new(&u2));
         let (i1, i2) = (
@@ -791,7 +914,10 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        (p.signed_by(&key, ca, ca_key).unwrap().pem(), key.serialize_pem())
+        (
+            p.signed_by(&key, ca, ca_key).unwrap().pem(),
+            key.serialize_pem(),
+        )
     };
     let (cert, key) = leaf(&ca, &ca_key);
     let other_key = rcgen::KeyPair::generate().unwrap();
@@ -826,10 +952,21 @@ fn tls_and_mutual_tls_between_nodes() {
     );
     let cp_port = free_port();
     let cp_url = format!("https://localhost:{cp_port}");
-    let _cp = Proc::spawn("cp", &d.control("cp", &format!("127.0.0.1:{cp_port}"), &tls), &[], None);
+    let _cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), &tls),
+        &[],
+        None,
+    );
     let _w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &[cp_url.clone()], true, &tls),
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            true,
+            &tls,
+        ),
         &[],
         None,
     );
@@ -839,9 +976,16 @@ fn tls_and_mutual_tls_between_nodes() {
             http: client(Some((&ca, Some((&cert, &key))))),
         };
         api.wait_up().await;
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         let (_, v) = api.get("/v2/nodes", Some(TOKEN)).await;
-        assert!(v["nodes"][0]["address"].as_str().unwrap().starts_with("https://"), "{v}");
+        assert!(
+            v["nodes"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{v}"
+        );
         // Dispatch to the worker goes over mutual TLS too.
         let id = api.submit(short_task("smollm2")).await;
         assert_eq!(last(&api.frames(&id, |_| {}).await).0, "end");
@@ -894,11 +1038,21 @@ impl Netns {
         let (a, b) = (tag >> 8, tag & 0xff);
         let host = format!("10.{}.{}.1/30", 200 + (a % 50), b);
         let inner = format!("10.{}.{}.2/30", 200 + (a % 50), b);
-        let ok = Self::ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if])
-            && Self::ip(&["link", "set", &ns_if, "netns", &ns.name])
+        let ok = Self::ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns_if,
+        ]) && Self::ip(&["link", "set", &ns_if, "netns", &ns.name])
             && Self::ip(&["addr", "add", &host, "dev", &ns.host_if])
             && Self::ip(&["link", "set", &ns.host_if, "up"])
-            && Self::ip(&["netns", "exec", &ns.name, "ip", "addr", "add", &inner, "dev", &ns_if])
+            && Self::ip(&[
+                "netns", "exec", &ns.name, "ip", "addr", "add", &inner, "dev", &ns_if,
+            ])
             && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", &ns_if, "up"])
             && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
         ok.then_some(ns)
@@ -913,7 +1067,12 @@ impl Netns {
     }
 
     fn set_link(&self, up: bool) {
-        assert!(Self::ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]));
+        assert!(Self::ip(&[
+            "link",
+            "set",
+            &self.host_if,
+            if up { "up" } else { "down" }
+        ]));
     }
 }
 
@@ -936,10 +1095,21 @@ fn a_partitioned_worker_goes_offline_and_heals() {
     let cp_port = free_port();
     let cp_url = format!("http://{host_ip}:{cp_port}");
     // Beyond loopback, so the client API wants the token too.
-    let _cp = Proc::spawn("cp", &d.control("cp", &format!("{host_ip}:{cp_port}"), ""), &[], None);
+    let _cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("{host_ip}:{cp_port}"), ""),
+        &[],
+        None,
+    );
     let w1 = Proc::spawn(
         "w1",
-        &d.worker("w1", &format!("{ns_ip}:{}", free_port()), &[cp_url.clone()], false, ""),
+        &d.worker(
+            "w1",
+            &format!("{ns_ip}:{}", free_port()),
+            &[cp_url.clone()],
+            false,
+            "",
+        ),
         &[],
         Some(&ns.name),
     );
@@ -947,14 +1117,21 @@ fn a_partitioned_worker_goes_offline_and_heals() {
         let api = Api::new(&cp_url);
         api.wait_up().await;
         assert_eq!(api.get("/v2/pools", None).await.0, 401);
-        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w1", "online", Duration::from_secs(30))
+            .await;
         // Cut the link: the worker is alive but unreachable.
         ns.set_link(false);
-        let took = api.wait_state("w1", "offline", Duration::from_secs(10)).await;
-        assert!(took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000), "{took:?}");
+        let took = api
+            .wait_state("w1", "offline", Duration::from_secs(10))
+            .await;
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
+            "{took:?}"
+        );
         // Heal: its heartbeats get through again.
         ns.set_link(true);
-        api.wait_state("w1", "online", Duration::from_secs(10)).await;
+        api.wait_state("w1", "online", Duration::from_secs(10))
+            .await;
     });
     assert!(w1.log().contains("heartbeat"), "{}", w1.log());
     drop(w1);

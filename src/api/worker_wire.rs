@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::transport::{
     Determinism, ErrorCode, ExecuteRequest, FinishReason, GeneratedToken, GenerationParams,
-    Message,
-    PlacementHints, PoolState, PoolStatus, PrepareRequest, Prepared, PromptInput, TaskEvent,
-    TaskSummary, TokenLogprob, TransportError,
+    Message, PlacementHints, PoolState, PoolStatus, PrepareRequest, Prepared, PromptInput,
+    TaskEvent, TaskSummary, TokenLogprob, TransportError,
 };
 
 /// Longest event line a control plane accepts from a worker.

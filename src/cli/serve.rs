@@ -47,7 +47,9 @@ impl Run for Serve {
         // credential, or LLORCH_API_TOKEN. Only its fingerprint is logged.
         let token = auth::load_token(
             cfg.auth.token_file.as_deref(),
-            env("CREDENTIALS_DIRECTORY").as_deref().map(std::path::Path::new),
+            env("CREDENTIALS_DIRECTORY")
+                .as_deref()
+                .map(std::path::Path::new),
             env("LLORCH_API_TOKEN").as_deref(),
         )
         .map_err(|e| usage(e.to_string()))?

@@ -270,7 +270,11 @@ impl Run {
     fn leave_current(&mut self) -> Option<(String, String)> {
         let (node, pool, _) = self.current.take()?;
         self.shared.nodes.release(&node, &pool);
-        self.shared.running.lock().unwrap().remove(&self.req.task_id);
+        self.shared
+            .running
+            .lock()
+            .unwrap()
+            .remove(&self.req.task_id);
         Some((node, pool))
     }
 
@@ -319,7 +323,9 @@ impl Run {
                         count(&node, outcome::WORKER_LOST);
                         self.shared.nodes.mark_unreachable(&node);
                     }
-                    if self.tokens == 0 && try_elsewhere(e.code) && self.tries < self.shared.attempts
+                    if self.tokens == 0
+                        && try_elsewhere(e.code)
+                        && self.tries < self.shared.attempts
                     {
                         info!(
                             task_id = %self.req.task_id,
@@ -467,7 +473,10 @@ impl PoolClient for ClusterPool {
                 }
             }
             Err(last.unwrap_or_else(|| {
-                TransportError::new(ErrorCode::PoolUnavailable, "no node could tokenize the prompt")
+                TransportError::new(
+                    ErrorCode::PoolUnavailable,
+                    "no node could tokenize the prompt",
+                )
             }))
         })
     }

@@ -193,7 +193,11 @@ fn dispatched_to(events: &[TaskEvent]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_worker_lost_before_the_first_token_is_replaced_unnoticed() {
-    let (pool, svc) = cluster(&[("a-bad", Script::DropsBeforeToken), ("b-good", Script::Good)]).await;
+    let (pool, svc) = cluster(&[
+        ("a-bad", Script::DropsBeforeToken),
+        ("b-good", Script::Good),
+    ])
+    .await;
     let events = run(&pool, request(&["a-bad"])).await;
     assert_eq!(dispatched_to(&events), ["a-bad", "b-good"]);
     let starts = events

@@ -352,6 +352,10 @@ pub struct NodeRegistry {
     removed: Vec<String>,
     /// Bumped whenever the set of served model ids changes.
     models_version: u64,
+    /// Bumped whenever a node or pool may have become available or
+    /// unavailable (registration, state change, pool list or state change,
+    /// removal); load figures do not count.
+    availability_version: u64,
 }
 
 /// Identity of a pool list for the model index and persistence: what
@@ -390,12 +394,18 @@ impl NodeRegistry {
             dirty: HashSet::new(),
             removed: Vec::new(),
             models_version: 0,
+            availability_version: 0,
         }
     }
 
     /// Changes whenever a model id starts or stops being served.
     pub fn models_version(&self) -> u64 {
         self.models_version
+    }
+
+    /// Changes whenever availability may have changed (see the field).
+    pub fn availability_version(&self) -> u64 {
+        self.availability_version
     }
 
     pub fn timeout_ms(&self) -> u64 {
@@ -472,6 +482,7 @@ impl NodeRegistry {
         };
         let slot = self.insert(record, state, now);
         self.dirty.insert(slot);
+        self.availability_version += 1;
         outcome
     }
 
@@ -549,6 +560,7 @@ impl NodeRegistry {
         self.counts.0[to.index()] += 1;
         if significant {
             self.dirty.insert(slot);
+            self.availability_version += 1;
         }
         Ok(HeartbeatOutcome::Accepted { from, to })
     }
@@ -572,6 +584,7 @@ impl NodeRegistry {
         }
         let rec = self.remove_slot(slot);
         self.removed.push(node_id.to_string());
+        self.availability_version += 1;
         Ok(rec)
     }
 
@@ -597,6 +610,7 @@ impl NodeRegistry {
         for slot in forget {
             let rec = self.remove_slot(slot);
             self.removed.push(rec.node_id);
+            self.availability_version += 1;
         }
         out
     }
@@ -620,6 +634,7 @@ impl NodeRegistry {
         self.counts.0[from.index()] -= 1;
         self.counts.0[NodeState::Offline.index()] += 1;
         self.dirty.insert(slot);
+        self.availability_version += 1;
         Some(Transition {
             node_id,
             from,

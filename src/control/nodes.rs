@@ -15,12 +15,12 @@ use std::time::Duration;
 use crate::store::{NodeRecord, NodeStore, StoreError};
 use crate::telemetry::metrics::{self as m, label, node_state};
 
-use super::service::{ModelCatalog, ModelLookup};
 use super::node_placement::{NodeDecision, NodePlacementError, NodePlacementRequest};
 use super::node_registry::{
     Changes, Clock, Heartbeat, HeartbeatOutcome, NodeRegistry, NodeState, Now, RegisterOutcome,
     Registration, RegistryError, Transition,
 };
+use super::service::{ModelCatalog, ModelLookup};
 
 pub struct NodeService {
     reg: Mutex<NodeRegistry>,
@@ -30,8 +30,9 @@ pub struct NodeService {
     flush: tokio::sync::Mutex<()>,
     /// `orchd_pools_available` series set last time (to zero the ones gone).
     pool_series: Mutex<HashSet<String>>,
-    /// The registry's models version, published when it changes.
-    models: tokio::sync::watch::Sender<u64>,
+    /// The registry's (models, availability) versions, published when
+    /// either changes.
+    topology: tokio::sync::watch::Sender<(u64, u64)>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -88,22 +89,27 @@ impl NodeService {
             clock,
             flush: tokio::sync::Mutex::new(()),
             pool_series: Mutex::new(HashSet::new()),
-            models: tokio::sync::watch::channel(0).0,
+            topology: tokio::sync::watch::channel((0, 0)).0,
         });
-        svc.publish_models();
+        svc.publish_topology();
         svc.record_gauges();
         Ok(svc)
     }
 
     /// Changes whenever a model id starts or stops being served by some
-    /// node (the control profile adds a cluster pool per served model).
-    pub fn watch_models(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.models.subscribe()
+    /// node (the control profile adds a cluster pool per served model), or
+    /// a node or pool may have become available or unavailable (it
+    /// refreshes the cluster pools' status at once).
+    pub fn watch_topology(&self) -> tokio::sync::watch::Receiver<(u64, u64)> {
+        self.topology.subscribe()
     }
 
-    fn publish_models(&self) {
-        let v = self.reg.lock().unwrap().models_version();
-        self.models.send_if_modified(|cur| {
+    fn publish_topology(&self) {
+        let v = {
+            let r = self.reg.lock().unwrap();
+            (r.models_version(), r.availability_version())
+        };
+        self.topology.send_if_modified(|cur| {
             let changed = *cur != v;
             *cur = v;
             changed
@@ -143,12 +149,15 @@ impl NodeService {
             RegisterOutcome::New => "node registered",
             RegisterOutcome::Returned {
                 from: NodeState::Offline,
-            } => "node registered again after being offline",
+            } => "node registered again after being offline: back online",
             RegisterOutcome::Returned { .. } => "node registered again",
-            RegisterOutcome::Restarted { .. } => "node registered after a worker restart",
+            RegisterOutcome::Restarted {
+                from: NodeState::Offline,
+            } => "node registered again after a worker restart: back online",
+            RegisterOutcome::Restarted { .. } => "node registered again after a worker restart",
         };
         tracing::info!(node_id = %node_id, state = %state, human);
-        self.publish_models();
+        self.publish_topology();
         self.flush().await?;
         self.record_gauges();
         Ok((outcome, state))
@@ -165,7 +174,7 @@ impl NodeService {
             .unwrap()
             .heartbeat(node_id, hb, self.clock.now());
         if let Ok(HeartbeatOutcome::Accepted { from, to }) = out {
-            self.publish_models();
+            self.publish_topology();
             if from != to {
                 log_transition(&Transition {
                     node_id: node_id.to_string(),
@@ -187,7 +196,7 @@ impl NodeService {
         let out = self.reg.lock().unwrap().deregister(node_id, instance_id);
         if out.is_ok() {
             tracing::info!(node_id = %node_id, human = "node deregistered");
-            self.publish_models();
+            self.publish_topology();
             self.flush().await?;
             self.record_gauges();
         }
@@ -229,6 +238,7 @@ impl NodeService {
                 to = %t.to,
                 human = "node marked offline: a dispatch could not reach it",
             );
+            self.publish_topology();
             self.record_gauges();
         }
     }
@@ -239,7 +249,7 @@ impl NodeService {
         for t in &transitions {
             log_transition(t);
         }
-        self.publish_models();
+        self.publish_topology();
         self.flush().await?;
         self.record_gauges();
         Ok(transitions)

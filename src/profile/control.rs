@@ -116,14 +116,18 @@ impl ControlPlane {
             Some(nodes.clone()),
         )
         .await;
-        // A cluster pool for every model a node starts serving.
+        // A cluster pool for every model a node starts serving; every
+        // pool's status refreshed at once when availability changes (not
+        // only at the next health check), so a node that just came online
+        // takes tasks right away.
         let watcher = {
             let control = Arc::downgrade(&control);
             let nodes = nodes.clone();
-            let mut rx = nodes.watch_models();
+            let mut rx = nodes.watch_topology();
             let mut have: HashSet<String> = initial.into_iter().collect();
             tokio::spawn(async move {
                 loop {
+                    rx.borrow_and_update();
                     let served = nodes.read(|r, _| r.served_models());
                     let Some(ctl) = control.upgrade() else { return };
                     for m in served {
@@ -138,6 +142,7 @@ impl ControlPlane {
                             .await;
                         }
                     }
+                    ctl.health_check_all().await;
                     drop(ctl);
                     if rx.changed().await.is_err() {
                         return;
@@ -180,7 +185,8 @@ impl ControlPlane {
         metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProfileError> {
-        let client_api = guard_client_api(api::router(self.state.clone()), self.client_token.clone());
+        let client_api =
+            guard_client_api(api::router(self.state.clone()), self.client_token.clone());
         let router = node_routes(self.nodes.clone(), self.token.clone()).merge(client_api);
         let serving = ApiServing {
             router,

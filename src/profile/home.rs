@@ -134,43 +134,42 @@ pub(crate) async fn load_pools(
     node_id: &str,
     isa: Isa,
 ) -> Result<Vec<Arc<LocalPool>>, ProfileError> {
-
-        let mut loading = Vec::new();
-        for p in &cfg.pools {
-            let resolved = match catalog.get(&p.model)? {
-                None => {
-                    return Err(ProfileError::ModelNotStaged {
-                        pool: p.id.clone(),
-                        model: p.model.clone(),
-                    })
-                }
-                Some(e) if e.state != ModelState::Active => {
-                    return Err(ProfileError::ModelRetired {
-                        pool: p.id.clone(),
-                        model: p.model.clone(),
-                    })
-                }
-                Some(e) => ResolvedModel {
-                    path: catalog.model_path(&e),
-                    sha256: e.sha256,
-                },
-            };
-            let spec = pool_spec(cfg, p, resolved, isa)?;
-            let id = p.id.clone();
-            loading.push((id, tokio::task::spawn_blocking(move || Pool::start(spec))));
-        }
-        let mut pools = Vec::new();
-        for (id, h) in loading {
-            let pool = h
-                .await
-                .map_err(|e| ProfileError::Runtime(e.to_string()))?
-                .map_err(|source| ProfileError::Pool {
-                    pool: id.clone(),
-                    source: Box::new(source),
-                })?;
-            info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
-            pools.push(Arc::new(LocalPool::new(pool, node_id, source.clone())));
-        }
+    let mut loading = Vec::new();
+    for p in &cfg.pools {
+        let resolved = match catalog.get(&p.model)? {
+            None => {
+                return Err(ProfileError::ModelNotStaged {
+                    pool: p.id.clone(),
+                    model: p.model.clone(),
+                })
+            }
+            Some(e) if e.state != ModelState::Active => {
+                return Err(ProfileError::ModelRetired {
+                    pool: p.id.clone(),
+                    model: p.model.clone(),
+                })
+            }
+            Some(e) => ResolvedModel {
+                path: catalog.model_path(&e),
+                sha256: e.sha256,
+            },
+        };
+        let spec = pool_spec(cfg, p, resolved, isa)?;
+        let id = p.id.clone();
+        loading.push((id, tokio::task::spawn_blocking(move || Pool::start(spec))));
+    }
+    let mut pools = Vec::new();
+    for (id, h) in loading {
+        let pool = h
+            .await
+            .map_err(|e| ProfileError::Runtime(e.to_string()))?
+            .map_err(|source| ProfileError::Pool {
+                pool: id.clone(),
+                source: Box::new(source),
+            })?;
+        info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
+        pools.push(Arc::new(LocalPool::new(pool, node_id, source.clone())));
+    }
     Ok(pools)
 }
 

@@ -138,7 +138,10 @@ async fn healthz(State(s): State<OpsState>) -> Json<serde_json::Value> {
 async fn readyz(State(s): State<OpsState>) -> Response {
     let mut ready = 0;
     for p in &s.pools {
-        if p.status().await.is_ok_and(|st| st.state == PoolState::Ready) {
+        if p.status()
+            .await
+            .is_ok_and(|st| st.state == PoolState::Ready)
+        {
             ready += 1;
         }
     }
@@ -157,7 +160,10 @@ async fn metrics(State(s): State<OpsState>) -> Response {
     match &s.metrics {
         Some(h) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             h.render(),
         )
             .into_response(),

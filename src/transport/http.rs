@@ -79,12 +79,19 @@ impl RemotePool {
     fn lost(&self, what: &str, e: &reqwest::Error) -> TransportError {
         TransportError::new(
             ErrorCode::WorkerLost,
-            format!("{what} worker {} ({}): {}", self.node_id, self.address, chain(e)),
+            format!(
+                "{what} worker {} ({}): {}",
+                self.node_id,
+                self.address,
+                chain(e)
+            ),
         )
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.client.request(method, format!("{}{path}", self.address));
+        let mut r = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         if let Some(t) = &self.token {
             r = r.header(reqwest::header::AUTHORIZATION, t.authorization());
         }

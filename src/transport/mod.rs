@@ -354,7 +354,10 @@ pub enum TaskEvent {
     /// A pool spanning nodes handed the task to a worker pool (again, when
     /// a worker was lost before the first token). In-process pools never
     /// send it; it may come before or after `Started`.
-    Dispatched { node_id: String, pool_id: String },
+    Dispatched {
+        node_id: String,
+        pool_id: String,
+    },
 }
 
 /// The control side's handle on one pool, local or remote.
