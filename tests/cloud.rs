@@ -1007,120 +1007,176 @@ fn tls_and_mutual_tls_between_nodes() {
     });
 }
 
-/// A network namespace with a veth pair to the host, removed on drop.
-struct Netns {
-    name: String,
-    host_if: String,
+/// Two network namespaces joined by a veth pair, both made by the test and
+/// removed on drop: the control plane lives in one, the worker in the
+/// other. Their addresses (`10.<a>.<b>.1` and `.2`, a /30) exist only on
+/// that pair, so nothing outside the two namespaces is touched.
+struct NetnsPair {
+    /// The control plane's namespace and its end of the pair.
+    cp: String,
+    cp_if: String,
+    /// The worker's namespace.
+    w: String,
+    cp_ip: String,
+    w_ip: String,
 }
 
-impl Netns {
-    fn ip(args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Cut (false) or heal (true) the link: its end in namespace `ns`.
+fn set_link(ns: &str, dev: &str, up: bool) {
+    ip(&["-n", ns, "link", "set", dev, if up { "up" } else { "down" }]).unwrap();
+}
+
+impl NetnsPair {
+    /// Why namespaces cannot be made here, if they cannot.
+    fn unavailable() -> Option<String> {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
+        if uid != "0" {
+            return Some(format!("not root (uid {uid})"));
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            return Some("no `ip` command (iproute2)".into());
+        }
+        None
     }
 
-    /// `10.<a>.<b>.1` on the host, `.2` inside; None when namespaces are
-    /// not available here (not root, no `ip`).
-    fn create(tag: u16) -> Option<Netns> {
-        let name = format!("llorch-t{tag}");
-        let host_if = format!("lh{tag}");
-        let ns_if = format!("ln{tag}");
-        let _ = Self::ip(&["netns", "del", &name]);
-        let _ = Self::ip(&["link", "del", &host_if]);
-        if !Self::ip(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Netns { name, host_if };
-        let (a, b) = (tag >> 8, tag & 0xff);
-        let host = format!("10.{}.{}.1/30", 200 + (a % 50), b);
-        let inner = format!("10.{}.{}.2/30", 200 + (a % 50), b);
-        let ok = Self::ip(&[
+    fn create(tag: u32) -> Result<NetnsPair, String> {
+        let (a, b) = (200 + (tag >> 8) % 50, tag & 0xff);
+        let pair = NetnsPair {
+            cp: format!("llorch-cp{tag}"),
+            cp_if: format!("llc{tag}"),
+            w: format!("llorch-w{tag}"),
+            cp_ip: format!("10.{a}.{b}.1"),
+            w_ip: format!("10.{a}.{b}.2"),
+        };
+        let w_if = format!("llw{tag}");
+        // Leftovers of an earlier run with the same pid.
+        let _ = ip(&["netns", "del", &pair.cp]);
+        let _ = ip(&["netns", "del", &pair.w]);
+        // From here on, drop removes whatever was made.
+        ip(&["netns", "add", &pair.cp])?;
+        ip(&["netns", "add", &pair.w])?;
+        ip(&[
+            "-n",
+            &pair.cp,
             "link",
             "add",
-            &ns.host_if,
+            &pair.cp_if,
             "type",
             "veth",
             "peer",
             "name",
-            &ns_if,
-        ]) && Self::ip(&["link", "set", &ns_if, "netns", &ns.name])
-            && Self::ip(&["addr", "add", &host, "dev", &ns.host_if])
-            && Self::ip(&["link", "set", &ns.host_if, "up"])
-            && Self::ip(&[
-                "netns", "exec", &ns.name, "ip", "addr", "add", &inner, "dev", &ns_if,
-            ])
-            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", &ns_if, "up"])
-            && Self::ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
-        ok.then_some(ns)
+            &w_if,
+            "netns",
+            &pair.w,
+        ])?;
+        for (ns, dev, addr) in [
+            (&pair.cp, &pair.cp_if, &pair.cp_ip),
+            (&pair.w, &w_if, &pair.w_ip),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(pair)
     }
 
-    fn addrs(tag: u16) -> (String, String) {
-        let (a, b) = (tag >> 8, tag & 0xff);
-        (
-            format!("10.{}.{}.1", 200 + (a % 50), b),
-            format!("10.{}.{}.2", 200 + (a % 50), b),
-        )
-    }
-
-    fn set_link(&self, up: bool) {
-        assert!(Self::ip(&[
-            "link",
-            "set",
-            &self.host_if,
-            if up { "up" } else { "down" }
-        ]));
+    /// Run `f` on a thread that lives in the control plane's namespace
+    /// (sockets it opens are there), with a runtime of its own.
+    fn in_cp<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.cp);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // setns moves only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 }
 
-impl Drop for Netns {
+impl Drop for NetnsPair {
     fn drop(&mut self) {
-        let _ = Self::ip(&["link", "del", &self.host_if]);
-        let _ = Self::ip(&["netns", "del", &self.name]);
+        // Deleting a namespace deletes its end of the pair, and so the pair.
+        let _ = ip(&["netns", "del", &self.cp]);
+        let _ = ip(&["netns", "del", &self.w]);
     }
 }
 
 #[test]
 fn a_partitioned_worker_goes_offline_and_heals() {
-    let tag = (std::process::id() % 10_000) as u16;
-    let Some(ns) = Netns::create(tag) else {
-        eprintln!("skipped: network namespaces are not available (needs root and iproute2)");
+    if let Some(why) = NetnsPair::unavailable() {
+        eprintln!("skipped: network namespaces are not available here: {why}");
         return;
+    }
+    let tag = std::process::id() % 10_000;
+    let ns = match NetnsPair::create(tag) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("skipped: could not create network namespaces: {e}");
+            return;
+        }
     };
-    let (host_ip, ns_ip) = Netns::addrs(tag);
     let d = Dir::new();
     let cp_port = free_port();
-    let cp_url = format!("http://{host_ip}:{cp_port}");
+    let cp_url = format!("http://{}:{cp_port}", ns.cp_ip);
     // Beyond loopback, so the client API wants the token too.
-    let _cp = Proc::spawn(
+    let cp = Proc::spawn(
         "cp",
-        &d.control("cp", &format!("{host_ip}:{cp_port}"), ""),
+        &d.control("cp", &format!("{}:{cp_port}", ns.cp_ip), ""),
         &[],
-        None,
+        Some(&ns.cp),
     );
     let w1 = Proc::spawn(
         "w1",
         &d.worker(
             "w1",
-            &format!("{ns_ip}:{}", free_port()),
+            &format!("{}:{}", ns.w_ip, free_port()),
             &[cp_url.clone()],
             false,
             "",
         ),
         &[],
-        Some(&ns.name),
+        Some(&ns.w),
     );
-    rt().block_on(async {
-        let api = Api::new(&cp_url);
+    let url = cp_url.clone();
+    let cp_ns = ns.cp.clone();
+    let cp_if = ns.cp_if.clone();
+    ns.in_cp(async move {
+        let api = Api::new(&url);
         api.wait_up().await;
         assert_eq!(api.get("/v2/pools", None).await.0, 401);
+        assert_eq!(api.get("/v2/pools", Some(TOKEN)).await.0, 200);
         api.wait_state("w1", "online", Duration::from_secs(30))
             .await;
         // Cut the link: the worker is alive but unreachable.
-        ns.set_link(false);
+        set_link(&cp_ns, &cp_if, false);
         let took = api
             .wait_state("w1", "offline", Duration::from_secs(10))
             .await;
@@ -1128,11 +1184,18 @@ fn a_partitioned_worker_goes_offline_and_heals() {
             took <= Duration::from_millis(TIMEOUT_MS + INTERVAL_S * 1000),
             "{took:?}"
         );
-        // Heal: its heartbeats get through again.
-        ns.set_link(true);
-        api.wait_state("w1", "online", Duration::from_secs(10))
+        // Heal: its heartbeats get through again, and it stays online.
+        set_link(&cp_ns, &cp_if, true);
+        api.wait_state("w1", "online", Duration::from_secs(15))
             .await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(api.node_state("w1").await.as_deref(), Some("online"));
+        }
     });
-    assert!(w1.log().contains("heartbeat"), "{}", w1.log());
+    let log = w1.log();
+    assert!(log.contains("heartbeat"), "{log}");
+    assert!(cp.log().contains("back online"), "{}", cp.log());
     drop(w1);
+    drop(cp);
 }
