@@ -1199,3 +1199,260 @@ fn a_partitioned_worker_goes_offline_and_heals() {
     drop(w1);
     drop(cp);
 }
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `promtool check metrics` on a scrape: no parse error, and no lint
+/// finding beyond the names BRIEF section 5 fixes.
+fn promtool_check(scrape: &str, what: &str) {
+    use std::io::Write;
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "promtool not found ({e}). Install it with `apt-get install -y --no-install-recommends \
+             prometheus` (Debian's prometheus package ships promtool); ci/test.sh does this in CI."
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit 3: lint findings only.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{what}: promtool failed:\n{report}\n{scrape}"
+    );
+    const ACCEPTED: &[&str] = &[
+        "orchd_pool_health_check_duration_ms metric names should not contain abbreviated units",
+        "pool_slots_total non-counter metrics should not have \"_total\" suffix",
+    ];
+    for line in report.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            ACCEPTED.iter().any(|a| line.contains(a)),
+            "{what}: promtool says: {line}\n{report}"
+        );
+    }
+}
+
+/// The JSON lines of a log that carry `correlation_id`.
+fn lines_with_correlation(log: &str, id: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["correlation_id"] == id)
+        .collect()
+}
+
+#[test]
+fn metrics_and_logs_of_the_cloud_roles() {
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let cp = Proc::spawn(
+        "cp",
+        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
+        &[],
+        None,
+    );
+    let w1_url = format!("http://127.0.0.1:{}", free_port());
+    let w1 = Proc::spawn(
+        "w1",
+        &d.worker(
+            "w1",
+            w1_url.trim_start_matches("http://"),
+            &[cp_url.clone()],
+            true,
+            "",
+        ),
+        &[],
+        None,
+    );
+    let _w2 = Proc::spawn(
+        "w2",
+        &d.worker(
+            "w2",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            false,
+            "",
+        ),
+        &[],
+        None,
+    );
+    // Words that must never reach a log.
+    let secret = "quokka zanzibar marmalade";
+    let correlation = "corr-cloud-metrics-4711";
+    rt().block_on(async {
+        let api = Api::new(&cp_url);
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        api.wait_state("w2", "online", Duration::from_secs(30)).await;
+
+        // Three tasks: two native (one with our correlation id), one OpenAI.
+        let mut tokens_out = 0.0;
+        let resp = api
+            .http
+            .post(format!("{cp_url}/v2/tasks"))
+            .header("X-Correlation-Id", correlation)
+            .json(&json!({"model_ref": "smollm2", "prompt": format!("Tell me about {secret}."), "max_tokens": 5, "temperature": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        assert_eq!(resp.headers()["x-correlation-id"], correlation);
+        let v: Value = resp.json().await.unwrap();
+        let ids = [
+            v["task_id"].as_str().unwrap().to_string(),
+            api.submit(short_task("smollm2")).await,
+        ];
+        for id in &ids {
+            let f = api.frames(id, |_| {}).await;
+            let (kind, end) = last(&f);
+            assert_eq!(kind, "end", "{f:?}");
+            tokens_out += end["tokens_out"].as_f64().unwrap();
+        }
+        let (s, v) = api
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "smollm2", "messages": [{"role": "user", "content": secret}], "max_tokens": 3}),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        tokens_out += v["usage"]["completion_tokens"].as_f64().unwrap();
+        // The worker's pool gauges refresh every second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // The control plane.
+        let m = api.metrics().await;
+        promtool_check(&m, "control plane");
+        let all_dispatched = sample(&m, "orchd_tasks_dispatched_total", &[]);
+        assert_eq!(all_dispatched, 3.0, "{m}");
+        assert_eq!(dispatched(&m, "w1", "ok"), 3.0, "{m}");
+        assert_eq!(sample(&m, "orchd_tasks_finished_total", &[("outcome", "ok")]), 3.0, "{m}");
+        assert_eq!(sample(&m, "orchd_admission_enqueued_total", &[]), 3.0, "{m}");
+        assert_eq!(sample(&m, "orchd_tasks_started_total", &[("pool_id", "smollm2")]), 3.0, "{m}");
+        assert_eq!(sample(&m, "orchd_tokens_out_total", &[("pool_id", "smollm2")]), tokens_out, "{m}");
+        assert_eq!(sample(&m, "orchd_nodes_online", &[]), 2.0, "{m}");
+        assert_eq!(sample(&m, "orchd_nodes", &[("state", "online")]), 2.0, "{m}");
+        assert_eq!(sample(&m, "orchd_nodes", &[("state", "offline")]), 0.0, "{m}");
+        assert!(sample(&m, "orchd_node_registrations_total", &[("outcome", "ok")]) >= 2.0, "{m}");
+        for node in ["w1", "w2"] {
+            assert!(
+                sample(&m, "orchd_node_heartbeats_total", &[("node_id", node), ("outcome", "ok")]) > 0.0,
+                "{m}"
+            );
+        }
+        assert_eq!(sample(&m, "orchd_pools_available", &[("pool_id", "w1/default")]), 1.0, "{m}");
+        assert_eq!(sample(&m, "orchd_pools_available", &[("pool_id", "smollm2")]), 1.0, "{m}");
+        assert!(sample(&m, "orchd_pool_health_checks_total", &[("pool_id", "smollm2"), ("outcome", "ok")]) > 0.0);
+
+        // The worker: its pool gauges match its pools.
+        let w = Api::new(&w1_url);
+        let wm = w.metrics().await;
+        promtool_check(&wm, "worker");
+        let (s, pools) = w.get("/v2/worker/pools", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{pools}");
+        let pools = pools.as_array().unwrap();
+        assert_eq!(pools.len(), 1);
+        for p in pools {
+            let id = p["pool_id"].as_str().unwrap();
+            let total = p["slots_total"].as_f64().unwrap();
+            let busy = p["slots_busy"].as_f64().unwrap();
+            let device = p["device"].as_str().unwrap();
+            assert_eq!((id, total, busy, device), ("default", 1.0, 0.0, "cpu"));
+            assert_eq!(sample(&wm, "pool_slots_total", &[("pool_id", id)]), total, "{wm}");
+            assert_eq!(sample(&wm, "pool_slots_free", &[("pool_id", id)]), total - busy, "{wm}");
+            assert_eq!(sample(&wm, "pool_ready", &[("pool_id", id)]), 1.0, "{wm}");
+            for g in ["pool_vram_total_bytes", "pool_vram_free_bytes"] {
+                assert!(wm.contains(&format!("{g}{{pool_id=\"{id}\",device=\"cpu\"}} 0")), "{wm}");
+            }
+        }
+        assert!(sample(&wm, "orchd_worker_registrations_sent_total", &[("outcome", "ok")]) >= 1.0, "{wm}");
+        assert!(sample(&wm, "orchd_worker_heartbeats_sent_total", &[("outcome", "ok")]) > 0.0, "{wm}");
+        assert!(wm.contains("orchd_build_info{"), "{wm}");
+        // Control-side series do not belong on a worker.
+        assert!(!wm.contains("orchd_tasks_dispatched_total"), "{wm}");
+    });
+
+    // Logs: JSON lines; the task's correlation id joins its lines on the
+    // control plane and on the worker; no prompt text anywhere.
+    let (cp_log, w1_log) = (cp.log(), w1.log());
+    let on_cp = lines_with_correlation(&cp_log, correlation);
+    let on_w1 = lines_with_correlation(&w1_log, correlation);
+    let messages = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|v| v["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (cp_msgs, w1_msgs) = (messages(&on_cp), messages(&on_w1));
+    assert!(
+        cp_msgs.iter().any(|m| m == "task dispatched"),
+        "{cp_msgs:?}\n{cp_log}"
+    );
+    assert!(
+        w1_msgs.iter().any(|m| m == "worker task started"),
+        "{w1_msgs:?}\n{w1_log}"
+    );
+    assert!(
+        w1_msgs.iter().any(|m| m == "worker task finished"),
+        "{w1_msgs:?}\n{w1_log}"
+    );
+    let task_id = on_cp[0]["job_id"].clone();
+    assert!(task_id.is_string(), "{:?}", on_cp[0]);
+    for v in on_cp.iter().chain(&on_w1) {
+        assert_eq!(v["job_id"], task_id, "{v}");
+        assert!(v["human"].is_string() || v["message"].is_string(), "{v}");
+    }
+    assert!(
+        on_w1
+            .iter()
+            .any(|v| v["node_id"] == "w1" && v["pool_id"] == "default"),
+        "{on_w1:?}"
+    );
+    let finished = on_w1
+        .iter()
+        .find(|v| v["message"] == "worker task finished")
+        .unwrap();
+    assert!(finished["tokens_out"].as_u64().unwrap() > 0, "{finished}");
+    for (name, log) in [("control plane", &cp_log), ("worker", &w1_log)] {
+        for word in secret.split(' ') {
+            assert!(
+                !log.contains(word),
+                "the prompt reached the {name} log:\n{log}"
+            );
+        }
+        assert!(!log.contains(TOKEN), "the token reached the {name} log");
+    }
+}
