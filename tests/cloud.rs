@@ -1456,3 +1456,129 @@ fn metrics_and_logs_of_the_cloud_roles() {
         assert!(!log.contains(TOKEN), "the token reached the {name} log");
     }
 }
+
+/// `cargo test --release --test cloud heartbeats_absorbed_while_serving --
+/// --ignored --nocapture` (docs/BENCHMARKS.md): a real control plane with
+/// 1,000 registered nodes (a model of their own) and one real worker
+/// serving SmolLM2. Tasks stream through the control plane back to back,
+/// first alone, then while 32 connections send heartbeats for the 1,000
+/// nodes as fast as they are answered. Prints heartbeats absorbed per
+/// second and what the tasks saw. Client, control plane and worker share
+/// the machine, so the rate is a lower bound.
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture"]
+fn heartbeats_absorbed_while_serving() {
+    const NODES: usize = 1000;
+    const CONNS: usize = 32;
+    const SECS: u64 = 5;
+    let d = Dir::new();
+    d.stage_smollm2("w1");
+    let cp_port = free_port();
+    let cp_url = format!("http://127.0.0.1:{cp_port}");
+    let cfg = d.control("cp", &format!("127.0.0.1:{cp_port}"), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &format!("node_timeout_ms = {TIMEOUT_MS}"),
+            "node_timeout_ms = 30000",
+        )
+        .replace("level = \"info\"", "level = \"warn\"");
+    std::fs::write(&cfg, text).unwrap();
+    let _cp = Proc::spawn("cp", &cfg, &[], None);
+    let _w1 = Proc::spawn(
+        "w1",
+        &d.worker(
+            "w1",
+            &format!("127.0.0.1:{}", free_port()),
+            &[cp_url.clone()],
+            true,
+            "",
+        ),
+        &[],
+        None,
+    );
+    let pools = |node: &str| {
+        json!([{"pool_id": "default", "model_id": "bench-model", "model_digest": "abc",
+                "state": "ready", "ctx": 2048, "slots_total": 4, "slots_busy": node.len() % 4}])
+    };
+    rt().block_on(async {
+        let api = std::sync::Arc::new(Api::new(&cp_url));
+        api.wait_up().await;
+        api.wait_state("w1", "online", Duration::from_secs(30)).await;
+        for i in 0..NODES {
+            let node = format!("fake-{i:04}");
+            let (s, v) = api
+                .post(
+                    "/v2/nodes/register",
+                    json!({"node_id": node, "instance_id": "i1", "address": format!("http://{node}.invalid:9"),
+                           "version": "0", "gpus": [], "pools": pools(&node), "models": []}),
+                    Some(TOKEN),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+        // Tasks back to back for `secs`: (tasks, median time to first token).
+        let serve = |api: std::sync::Arc<Api>, secs: u64| async move {
+            let until = Instant::now() + Duration::from_secs(secs);
+            let mut ttft = Vec::new();
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                let id = api.submit(short_task("smollm2")).await;
+                let mut first = None;
+                let f = api
+                    .frames(&id, |n| {
+                        if n == 1 {
+                            first = Some(t0.elapsed());
+                        }
+                    })
+                    .await;
+                assert_eq!(last(&f).0, "end", "{f:?}");
+                ttft.push(first.unwrap());
+            }
+            ttft.sort();
+            (ttft.len(), ttft[ttft.len() / 2])
+        };
+        let (alone_n, alone_ttft) = serve(api.clone(), SECS).await;
+        let until = Instant::now() + Duration::from_secs(SECS);
+        let mut senders = Vec::new();
+        for c in 0..CONNS {
+            let api = api.clone();
+            senders.push(tokio::spawn(async move {
+                let (mut n, mut seq) = (0u64, 0u64);
+                while Instant::now() < until {
+                    // Each connection has nodes of its own, so sequence
+                    // numbers grow per node.
+                    let k = seq as usize % (NODES / CONNS);
+                    let node = format!("fake-{:04}", c + CONNS * k);
+                    seq += 1;
+                    let hb = json!({"instance_id": "i1", "seq": seq,
+                                    "pools": pools(&node), "draining": false});
+                    let (s, v) = api
+                        .post(&format!("/v2/nodes/{node}/heartbeat"), hb, Some(TOKEN))
+                        .await;
+                    assert_eq!(s, 200, "{v}");
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let t0 = Instant::now();
+        let (loaded_n, loaded_ttft) = serve(api.clone(), SECS).await;
+        let mut total = 0;
+        for s in senders {
+            total += s.await.unwrap();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "heartbeats absorbed: {:.0}/s ({total} in {secs:.1} s; {NODES} nodes, {CONNS} connections)",
+            total as f64 / secs
+        );
+        println!(
+            "tasks meanwhile: {loaded_n} in {SECS} s, median time to first token {:.1} ms \
+             (alone: {alone_n} tasks, {:.1} ms)",
+            loaded_ttft.as_secs_f64() * 1e3,
+            alone_ttft.as_secs_f64() * 1e3
+        );
+        assert_eq!(api.node_ids().await.len(), NODES + 1);
+    });
+}
