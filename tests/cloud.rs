@@ -437,7 +437,7 @@ fn registration_availability_placement_and_auth() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             "",
         ),
@@ -449,7 +449,7 @@ fn registration_availability_placement_and_auth() {
         &d.worker(
             "w2",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             false,
             "",
         ),
@@ -461,7 +461,7 @@ fn registration_availability_placement_and_auth() {
         &d.worker(
             "w3",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             false,
             "",
         ),
@@ -571,7 +571,7 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{w1_port}"),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             "",
         ),
@@ -647,7 +647,7 @@ fn a_frozen_worker_goes_offline_and_comes_back() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             false,
             "",
         ),
@@ -821,7 +821,7 @@ fn a_restarted_control_plane_knows_its_nodes_at_once() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             "",
         ),
@@ -963,7 +963,7 @@ fn tls_and_mutual_tls_between_nodes() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             &tls,
         ),
@@ -1158,7 +1158,7 @@ fn a_partitioned_worker_goes_offline_and_heals() {
         &d.worker(
             "w1",
             &format!("{}:{}", ns.w_ip, free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             false,
             "",
         ),
@@ -1290,7 +1290,7 @@ fn metrics_and_logs_of_the_cloud_roles() {
         &d.worker(
             "w1",
             w1_url.trim_start_matches("http://"),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             "",
         ),
@@ -1302,7 +1302,7 @@ fn metrics_and_logs_of_the_cloud_roles() {
         &d.worker(
             "w2",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             false,
             "",
         ),
@@ -1490,7 +1490,7 @@ fn heartbeats_absorbed_while_serving() {
         &d.worker(
             "w1",
             &format!("127.0.0.1:{}", free_port()),
-            &[cp_url.clone()],
+            std::slice::from_ref(&cp_url),
             true,
             "",
         ),

@@ -449,9 +449,11 @@ mod tests {
         assert_eq!(reg.report.models[0].model_id, "smollm2");
     }
 
+    type Mutation = Box<dyn Fn(&mut RegisterRequest)>;
+
     #[test]
     fn bad_registrations_are_refused_with_a_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut RegisterRequest)>, &str)> = vec![
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|r| r.node_id = "../x".into()), "node_id"),
             (Box::new(|r| r.instance_id.clear()), "instance_id"),
             (Box::new(|r| r.address = "ftp://x".into()), "http://"),

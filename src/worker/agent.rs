@@ -476,7 +476,7 @@ async fn run_link(inner: Arc<Inner>, link: usize, mut stop: watch::Receiver<bool
 /// Warn on the first failure of a streak and every 20th after, so a long
 /// outage does not flood the log.
 fn log_failure(node_id: &str, base: &str, what: &str, e: &SendError, n: u32) {
-    if n == 1 || n % 20 == 0 {
+    if n == 1 || n.is_multiple_of(20) {
         tracing::warn!(
             node_id = %node_id,
             control_plane = %base,
