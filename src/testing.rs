@@ -66,3 +66,58 @@ pub fn llamacpp_reference() -> serde_json::Value {
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).expect("reference json")
 }
+
+/// promtool's lint complaints about names that BRIEF section 5 fixes; any
+/// other complaint is a defect.
+pub const PROMTOOL_ACCEPTED_LINT: &[(&str, &str)] = &[
+    (
+        "orchd_pool_health_check_duration_ms",
+        "metric names should not contain abbreviated units",
+    ),
+    (
+        "pool_slots_total",
+        "non-counter metrics should not have \"_total\" suffix",
+    ),
+];
+
+/// Pipes a scrape through `promtool check metrics` (on PATH; ci/test.sh
+/// installs it). Ok when it parses and promtool's only complaints are
+/// [`PROMTOOL_ACCEPTED_LINT`]; otherwise the report.
+pub fn promtool_check_metrics(scrape: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("promtool: {e} (install Debian's prometheus package; ci/test.sh does)")
+        })?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = {
+        let text = scrape.to_string();
+        std::thread::spawn(move || stdin.write_all(text.as_bytes()))
+    };
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let _ = writer.join();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit 3 means lint findings only; anything else non-zero is a parse error.
+    if !matches!(out.status.code(), Some(0) | Some(3)) {
+        return Err(format!("promtool failed ({}):\n{report}", out.status));
+    }
+    for line in report.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let accepted = PROMTOOL_ACCEPTED_LINT
+            .iter()
+            .any(|(name, msg)| line == format!("{name} {msg}"));
+        if !accepted {
+            return Err(format!("promtool check metrics: {line}"));
+        }
+    }
+    Ok(())
+}

@@ -7,7 +7,6 @@
 //! Needs `promtool` (Debian package `prometheus`); `ci/test.sh` installs it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -731,19 +730,6 @@ fn runbook_queries_parse_and_use_only_exported_metrics() {
 // ---------------------------------------------------------------------------
 // A real scrape through `promtool check metrics`.
 
-/// promtool's lint complaints about names that BRIEF section 5 fixes; any
-/// other complaint fails the test.
-const ACCEPTED_LINT: &[(&str, &str)] = &[
-    (
-        "orchd_pool_health_check_duration_ms",
-        "metric names should not contain abbreviated units",
-    ),
-    (
-        "pool_slots_total",
-        "non-counter metrics should not have \"_total\" suffix",
-    ),
-];
-
 fn scrape_with_one_of_each(role: ProcessRole) -> String {
     let recorder = metrics::build_recorder(role).unwrap();
     let handle = recorder.handle();
@@ -784,36 +770,8 @@ fn scrapes_pass_promtool_check_metrics() {
                 d.name
             );
         }
-        let mut child = Command::new(promtool())
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Exit 3 means lint findings only; anything else non-zero is a parse error.
-        let code = out.status.code();
-        assert!(
-            matches!(code, Some(0) | Some(3)),
-            "{role:?}: promtool failed ({code:?}):\n{report}\n{text}"
-        );
-        for line in report.lines().filter(|l| !l.trim().is_empty()) {
-            let accepted = ACCEPTED_LINT
-                .iter()
-                .any(|(name, msg)| line.trim() == format!("{name} {msg}"));
-            assert!(accepted, "{role:?}: promtool check metrics: {line}\n{text}");
+        if let Err(e) = llorchd::testing::promtool_check_metrics(&text) {
+            panic!("{role:?}: {e}\n{text}");
         }
     }
 }

@@ -1298,6 +1298,22 @@ fn binary_serves_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
+    // systemd's side: every notification, and whether the pools were
+    // Ready (asked at once, before anything else) when READY=1 came.
+    let ready_seen = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut msgs = Vec::new();
+        while let Ok(n) = notify.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.lines().any(|l| l == "READY=1") {
+                let pools = http_get(port, "/v2/pools");
+                msgs.push(msg);
+                return (msgs, Some(pools));
+            }
+            msgs.push(msg);
+        }
+        (msgs, None)
+    });
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_llorchd"))
         .args(["serve", "--config"])
         .arg(&cfg)
@@ -1306,32 +1322,46 @@ fn binary_serves_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let (msgs, pools_at_ready) = ready_seen.join().unwrap();
+    let pools_at_ready =
+        pools_at_ready.unwrap_or_else(|| panic!("no READY=1 within 30 s; got {msgs:?}"));
+    let (status, body) = pools_at_ready;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["pools"][0]["state"], "ready",
+        "READY=1 before the pool: {v}"
+    );
+
+    const TASKS: u64 = 3;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let ok = rt.block_on(async {
+    let (ok, tokens_out, scrape) = rt.block_on(async {
         let c = reqwest::Client::new();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = c
-                .get(format!("http://127.0.0.1:{port}/readyz"))
+        let mut tokens_out = 0;
+        for i in 0..TASKS {
+            let r = c
+                .post(format!("http://127.0.0.1:{port}/v1/completions"))
+                .json(&json!({"prompt": format!("Hello {i}"), "max_tokens": 4}))
                 .send()
                 .await
-            {
-                if r.status() == 200 {
-                    break;
-                }
+                .unwrap();
+            if r.status() != 200 {
+                return (false, 0, String::new());
             }
-            if Instant::now() > until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let v: Value = r.json().await.unwrap();
+            tokens_out += v["usage"]["completion_tokens"].as_u64().unwrap();
         }
-        let r = c
-            .post(format!("http://127.0.0.1:{port}/v1/completions"))
-            .json(&json!({"prompt": "Hello", "max_tokens": 4}))
+        // Pool gauges refresh every second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let scrape = c
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
             .send()
             .await
+            .unwrap()
+            .text()
+            .await
             .unwrap();
-        r.status() == 200
+        (true, tokens_out, scrape)
     });
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -1361,4 +1391,59 @@ fn binary_serves_and_stops_on_sigterm() {
         assert!(flat.contains(f), "{f} missing: {flat}");
     }
     assert!(!logs.contains("Hello"), "the prompt leaked into the logs");
+
+    // The scrape counts what ran and shows the pool as configured.
+    let value = |series: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing from\n{scrape}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("orchd_tasks_finished_total{outcome=\"ok\"}"),
+        TASKS as f64
+    );
+    assert_eq!(
+        value("orchd_tasks_started_total{pool_id=\"p0\"}"),
+        TASKS as f64
+    );
+    assert_eq!(value("orchd_admission_enqueued_total"), TASKS as f64);
+    assert_eq!(
+        value("orchd_tasks_dispatched_total{node_id=\"local\",outcome=\"ok\"}"),
+        TASKS as f64
+    );
+    assert_eq!(
+        value("orchd_tokens_out_total{pool_id=\"p0\"}"),
+        tokens_out as f64
+    );
+    assert_eq!(value("pool_slots_total{pool_id=\"p0\"}"), 2.0);
+    assert_eq!(value("pool_slots_free{pool_id=\"p0\"}"), 2.0);
+    assert_eq!(value("pool_ready{pool_id=\"p0\"}"), 1.0);
+    assert_eq!(value("orchd_admission_queue_depth{pool_id=\"p0\"}"), 0.0);
+    assert_eq!(
+        value("orchd_time_to_first_token_seconds_count{pool_id=\"p0\"}"),
+        TASKS as f64
+    );
+    if let Err(e) = llorchd::testing::promtool_check_metrics(&scrape) {
+        panic!("{e}\n{scrape}");
+    }
+}
+
+/// A blocking HTTP/1.0 GET on 127.0.0.1 (for threads outside the runtime).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
 }

@@ -260,6 +260,7 @@ impl Forward {
         for (il, lw) in w.layers.iter().enumerate() {
             // Attention block input.
             rms_norm_rows(
+                &mut self.pool,
                 &s.x[..n_tok * ne],
                 &mut s.xn[..n_tok * ne],
                 ne,
@@ -270,7 +271,7 @@ impl Forward {
             // Q, K, V projections in one parallel region.
             {
                 let k = lw.wq.kernels(isa);
-                let stride = quantize_rows(&k, &s.xn[..n_tok * ne], ne, &mut s.xq);
+                let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_tok * ne], ne, &mut s.xq);
                 let jobs = [
                     job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq, Some(&quad)),
                     job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv, Some(&quad)),
@@ -285,10 +286,22 @@ impl Forward {
             }
             let hd = hp.head_dim;
             if let Some(qn) = &lw.q_norm {
-                rms_norm_in_place(&mut s.q[..n_tok * nq], hd, qn.f32s(), hp.norm_eps);
+                rms_norm_in_place(
+                    &mut self.pool,
+                    &mut s.q[..n_tok * nq],
+                    hd,
+                    qn.f32s(),
+                    hp.norm_eps,
+                );
             }
             if let Some(kn) = &lw.k_norm {
-                rms_norm_in_place(&mut s.k[..n_tok * nkv], hd, kn.f32s(), hp.norm_eps);
+                rms_norm_in_place(
+                    &mut self.pool,
+                    &mut s.k[..n_tok * nkv],
+                    hd,
+                    kn.f32s(),
+                    hp.norm_eps,
+                );
             }
             let swa = hp.swa_layers[il];
             let base = if swa {
@@ -297,37 +310,58 @@ impl Forward {
                 hp.rope_freq_base
             };
             let ff = w.rope_freqs.as_ref().map(|t| t.f32s());
-            for (t, slot) in slots.iter().enumerate() {
-                let rope = RopeRow::new(slot.pos, base, hp.rope_freq_scale, hp.n_rot, ff);
-                for h in 0..hp.n_head {
-                    rope.apply(
-                        &mut s.q[t * nq + h * hd..t * nq + (h + 1) * hd],
-                        hp.arch.rope_neox(),
-                    );
-                }
-                for h in 0..hp.n_head_kv {
-                    rope.apply(
-                        &mut s.k[t * nkv + h * hd..t * nkv + (h + 1) * hd],
-                        hp.arch.rope_neox(),
-                    );
-                }
-            }
-            if hp.arch == Arch::Gemma3 {
-                let sc = hp.attn_scale;
-                s.q[..n_tok * nq].iter_mut().for_each(|v| *v *= sc);
-            }
-            // Store K and V (as F16) at each token's position.
-            for (t, slot) in slots.iter().enumerate() {
-                let cache = &mut *batch[slot.entry].cache;
-                let off = slot.pos * nkv;
-                let kd = &mut cache.k[il][off..off + nkv];
-                for (d, &v) in kd.iter_mut().zip(&s.k[t * nkv..(t + 1) * nkv]) {
-                    *d = f16::from_f32(v).to_bits();
-                }
-                let vd = &mut cache.v[il][off..off + nkv];
-                for (d, &v) in vd.iter_mut().zip(&s.v[t * nkv..(t + 1) * nkv]) {
-                    *d = f16::from_f32(v).to_bits();
-                }
+            // RoPE, Gemma's query scale, and K and V stored (as F16) at each
+            // token's position: per token, so across the pool for prefill.
+            {
+                let kv: Vec<(SharedMut<u16>, SharedMut<u16>)> = batch
+                    .iter_mut()
+                    .map(|e| {
+                        (
+                            SharedMut::new(&mut e.cache.k[il]),
+                            SharedMut::new(&mut e.cache.v[il]),
+                        )
+                    })
+                    .collect();
+                let (qs, ks, vs) = (
+                    SharedMut::new(&mut s.q),
+                    SharedMut::new(&mut s.k),
+                    SharedMut::new(&mut s.v),
+                );
+                let slots = &slots;
+                let q_scale = (hp.arch == Arch::Gemma3).then_some(hp.attn_scale);
+                let neox = hp.arch.rope_neox();
+                par_rows(&mut self.pool, n_tok, nq + 2 * nkv, &|tr| {
+                    for t in tr {
+                        let slot = slots[t];
+                        // Safety: token t's rows and its cache position are
+                        // touched by this task only.
+                        let (q, k, v) = unsafe {
+                            (
+                                qs.slice(t * nq, nq),
+                                ks.slice(t * nkv, nkv),
+                                vs.slice(t * nkv, nkv),
+                            )
+                        };
+                        let rope = RopeRow::new(slot.pos, base, hp.rope_freq_scale, hp.n_rot, ff);
+                        for qh in q.chunks_exact_mut(hd) {
+                            rope.apply(qh, neox);
+                        }
+                        for kh in k.chunks_exact_mut(hd) {
+                            rope.apply(kh, neox);
+                        }
+                        if let Some(sc) = q_scale {
+                            q.iter_mut().for_each(|x| *x *= sc);
+                        }
+                        let (kd, vd) = unsafe {
+                            (
+                                kv[slot.entry].0.slice(slot.pos * nkv, nkv),
+                                kv[slot.entry].1.slice(slot.pos * nkv, nkv),
+                            )
+                        };
+                        vec::fp32_to_fp16_bits(k, kd);
+                        vec::fp32_to_fp16_bits(v, vd);
+                    }
+                });
             }
 
             // Attention. In the last layer only rows that produce logits matter.
@@ -364,11 +398,14 @@ impl Forward {
                 let q = &s.q;
                 let work = rows.len() * hp.n_head;
                 let group = hp.n_head / hp.n_head_kv;
-                self.pool.run(&|ith, nth| {
+                // A few tasks per thread, so a descheduled thread holds
+                // up little.
+                let n_tasks = work.min(self.pool.n_threads() * 4);
+                self.pool.run_tasks(n_tasks, &|task| {
                     let mut qh = vec![f16::ZERO; hd];
                     let mut acc = vec![f16::ZERO; hd];
                     let mut tile = TiledScratch::new(hd);
-                    for wi in split_range(work, ith, nth, 1) {
+                    for wi in split_range(work, task, n_tasks, 1) {
                         let (ri, h) = (wi / hp.n_head, wi % hp.n_head);
                         let t = rows[ri];
                         let slot = slots[t];
@@ -413,7 +450,8 @@ impl Forward {
             // Output projection.
             {
                 let k = lw.wo.kernels(isa);
-                let stride = quantize_rows(&k, &s.attn[..n_rows * nq], nq, &mut s.xq);
+                let stride =
+                    quantize_rows(&mut self.pool, &k, &s.attn[..n_rows * nq], nq, &mut s.xq);
                 let jobs = [job(
                     isa,
                     &lw.wo,
@@ -439,12 +477,19 @@ impl Forward {
             // After the last layer's selection every row stands alone.
             let ffn_quads = if last { None } else { Some(&quad[..]) };
             if let Some(pn) = &lw.post_attn_norm {
-                rms_norm_in_place(&mut s.proj[..n_rows * ne], ne, pn.f32s(), hp.norm_eps);
+                rms_norm_in_place(
+                    &mut self.pool,
+                    &mut s.proj[..n_rows * ne],
+                    ne,
+                    pn.f32s(),
+                    hp.norm_eps,
+                );
             }
             add_assign(&mut s.x[..n_rows * ne], &s.proj[..n_rows * ne]);
 
             // Feed-forward block.
             rms_norm_rows(
+                &mut self.pool,
                 &s.x[..n_rows * ne],
                 &mut s.xn[..n_rows * ne],
                 ne,
@@ -453,7 +498,7 @@ impl Forward {
             );
             {
                 let k = lw.ffn_gate.kernels(isa);
-                let stride = quantize_rows(&k, &s.xn[..n_rows * ne], ne, &mut s.xq);
+                let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_rows * ne], ne, &mut s.xq);
                 let jobs = [
                     job(
                         isa,
@@ -469,16 +514,33 @@ impl Forward {
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             {
-                let n = n_rows * nff;
-                let (h, g, u) = (&mut s.hidden[..n], &s.gate[..n], &s.up[..n]);
-                match hp.arch {
-                    Arch::Gemma3 => vec::vec_geglu_f32(h, g, u),
-                    _ => vec::vec_swiglu_f32(isa, h, g, u),
-                }
+                // Row by row: each row's SIMD body and tail are as in ggml.
+                let h = SharedMut::new(&mut s.hidden[..n_rows * nff]);
+                let (g, u) = (&s.gate, &s.up);
+                let gemma = hp.arch == Arch::Gemma3;
+                par_rows(&mut self.pool, n_rows, nff, &|rr| {
+                    for r in rr {
+                        let o = r * nff;
+                        // Safety: each row is written by one task.
+                        let hr = unsafe { h.slice(o, nff) };
+                        let (gr, ur) = (&g[o..o + nff], &u[o..o + nff]);
+                        if gemma {
+                            vec::vec_geglu_f32(hr, gr, ur);
+                        } else {
+                            vec::vec_swiglu_f32(isa, hr, gr, ur);
+                        }
+                    }
+                });
             }
             {
                 let k = lw.ffn_down.kernels(isa);
-                let stride = quantize_rows(&k, &s.hidden[..n_rows * nff], nff, &mut s.hq);
+                let stride = quantize_rows(
+                    &mut self.pool,
+                    &k,
+                    &s.hidden[..n_rows * nff],
+                    nff,
+                    &mut s.hq,
+                );
                 let jobs = [job(
                     isa,
                     &lw.ffn_down,
@@ -491,7 +553,13 @@ impl Forward {
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             if let Some(pn) = &lw.post_ffn_norm {
-                rms_norm_in_place(&mut s.proj[..n_rows * ne], ne, pn.f32s(), hp.norm_eps);
+                rms_norm_in_place(
+                    &mut self.pool,
+                    &mut s.proj[..n_rows * ne],
+                    ne,
+                    pn.f32s(),
+                    hp.norm_eps,
+                );
             }
             add_assign(&mut s.x[..n_rows * ne], &s.proj[..n_rows * ne]);
         }
@@ -503,6 +571,7 @@ impl Forward {
             let nv = hp.n_vocab;
             grow(&mut s.logits, n_out * nv);
             rms_norm_rows(
+                &mut self.pool,
                 &s.x[..n_out * ne],
                 &mut s.xn[..n_out * ne],
                 ne,
@@ -510,7 +579,7 @@ impl Forward {
                 hp.norm_eps,
             );
             let k = w.output.kernels(isa);
-            let stride = quantize_rows(&k, &s.xn[..n_out * ne], ne, &mut s.xq);
+            let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_out * ne], ne, &mut s.xq);
             let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv, None)];
             matmul(&mut self.pool, &jobs, n_out);
             if hp.final_logit_softcap > 0.0 {
@@ -528,8 +597,37 @@ impl Forward {
     }
 }
 
+/// Elements per task for the element-wise passes: smaller passes (decode
+/// steps) run on the calling thread, where a parallel region costs more
+/// than it saves.
+const PAR_GRAIN: usize = 16 * 1024;
+
+/// Runs `f` on row ranges that cover `0..n_rows` (rows of `row_len`
+/// elements), across the pool when the pass is large enough. Rows are
+/// independent, so the split does not change any result.
+fn par_rows(
+    pool: &mut ThreadPool,
+    n_rows: usize,
+    row_len: usize,
+    f: &(dyn Fn(std::ops::Range<usize>) + Sync),
+) {
+    let n_tasks = (n_rows * row_len / PAR_GRAIN)
+        .min(n_rows)
+        .min(pool.n_threads() * 4);
+    if n_tasks <= 1 || pool.n_threads() == 1 {
+        return f(0..n_rows);
+    }
+    pool.run_tasks(n_tasks, &|t| f(split_range(n_rows, t, n_tasks, 1)));
+}
+
 /// Quantize `x` (rows of `n`) for kernels `k` into `out`; returns the row stride.
-fn quantize_rows(k: &Kernels, x: &[f32], n: usize, out: &mut Vec<u8>) -> usize {
+fn quantize_rows(
+    pool: &mut ThreadPool,
+    k: &Kernels,
+    x: &[f32],
+    n: usize,
+    out: &mut Vec<u8>,
+) -> usize {
     let stride = k
         .act_row_bytes(n)
         .expect("activation rows are whole blocks");
@@ -537,28 +635,41 @@ fn quantize_rows(k: &Kernels, x: &[f32], n: usize, out: &mut Vec<u8>) -> usize {
     if out.len() < rows * stride {
         out.resize(rows * stride, 0);
     }
-    for r in 0..rows {
-        k.quantize_act(
-            &x[r * n..(r + 1) * n],
-            &mut out[r * stride..(r + 1) * stride],
-        )
-        .expect("activation buffers are sized above");
-    }
+    let o = SharedMut::new(out);
+    par_rows(pool, rows, n, &|rr| {
+        for r in rr {
+            // Safety: each row is written by one task.
+            let dst = unsafe { o.slice(r * stride, stride) };
+            k.quantize_act(&x[r * n..(r + 1) * n], dst)
+                .expect("activation buffers are sized above");
+        }
+    });
     stride
 }
 
-fn rms_norm_rows(x: &[f32], y: &mut [f32], n: usize, w: &[f32], eps: f32) {
-    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        vec::rms_norm_mul(yr, xr, w, eps);
-    }
+fn rms_norm_rows(pool: &mut ThreadPool, x: &[f32], y: &mut [f32], n: usize, w: &[f32], eps: f32) {
+    let ys = SharedMut::new(y);
+    par_rows(pool, x.len() / n, n, &|rr| {
+        for r in rr {
+            // Safety: each row is written by one task.
+            let yr = unsafe { ys.slice(r * n, n) };
+            vec::rms_norm_mul(yr, &x[r * n..(r + 1) * n], w, eps);
+        }
+    });
 }
 
-fn rms_norm_in_place(x: &mut [f32], n: usize, w: &[f32], eps: f32) {
-    let mut tmp = vec![0.0f32; n];
-    for xr in x.chunks_exact_mut(n) {
-        vec::rms_norm_mul(&mut tmp, xr, w, eps);
-        xr.copy_from_slice(&tmp);
-    }
+fn rms_norm_in_place(pool: &mut ThreadPool, x: &mut [f32], n: usize, w: &[f32], eps: f32) {
+    let rows = x.len() / n;
+    let xs = SharedMut::new(x);
+    par_rows(pool, rows, n, &|rr| {
+        let mut tmp = vec![0.0f32; n];
+        for r in rr {
+            // Safety: each row is touched by one task.
+            let xr = unsafe { xs.slice(r * n, n) };
+            vec::rms_norm_mul(&mut tmp, xr, w, eps);
+            xr.copy_from_slice(&tmp);
+        }
+    });
 }
 
 fn add_assign(y: &mut [f32], x: &[f32]) {

@@ -4,8 +4,6 @@
 //! whole by one thread with the same kernel whatever the batch, so results
 //! do not depend on thread count or batch composition.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::gguf::GgmlType;
 
 use super::quant::Kernels;
@@ -101,12 +99,8 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
         .iter()
         .map(|j| pieces(n_tok, j.quads.filter(|_| j.k.has_quad_arithmetic())))
         .collect();
-    let next = AtomicUsize::new(0);
-    pool.run(&|_ith, _nth| loop {
-        let c = next.fetch_add(1, Ordering::Relaxed);
-        let Some(&(ji, r0, nr)) = chunks.get(c) else {
-            break;
-        };
+    pool.run_tasks(chunks.len(), &|c| {
+        let (ji, r0, nr) = chunks[c];
         let j = &jobs[ji];
         let rb = j.w.row_bytes();
         let w = &j.w.data[r0 * rb..(r0 + nr) * rb];

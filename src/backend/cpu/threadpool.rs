@@ -1,54 +1,108 @@
 //! A small fork-join pool for the forward pass. A decode step runs a few
 //! hundred parallel regions, so dispatch must cost about a microsecond:
-//! workers spin briefly on a generation counter, then park.
+//! workers spin briefly on the job word, then park.
+//!
+//! Work is handed out as tasks claimed from a shared counter, never as fixed
+//! per-thread shares, and a region ends when its tasks are done, not when
+//! every thread has checked in: a worker that has not joined by the time the
+//! caller runs out of tasks skips that region. On a shared machine (more
+//! runnable threads than cores) a descheduled worker therefore costs at
+//! most the task it holds, instead of stalling every region until the
+//! scheduler runs it again.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-type Job = dyn Fn(usize, usize) + Sync;
+type Job = dyn Fn(usize) + Sync;
+
+/// `state` layout: job sequence number in the high 32 bits, `CLOSED` once the
+/// caller has found no task left, and the count of workers inside the job.
+const CLOSED: u64 = 1 << 31;
+const ACTIVE: u64 = CLOSED - 1;
+
+fn seq_of(state: u64) -> u32 {
+    (state >> 32) as u32
+}
 
 struct Shared {
-    generation: AtomicU64,
-    /// The job of the current generation (a pointer to a closure on the
-    /// caller's stack; valid until `run` returns, which waits for all).
+    state: AtomicU64,
+    /// The current job (a pointer to a closure on the caller's stack; valid
+    /// until `run_tasks` returns, which waits for every worker inside it).
     job: UnsafeCell<Option<*const Job>>,
-    done: AtomicUsize,
+    n_tasks: AtomicUsize,
+    next_task: AtomicUsize,
     panicked: AtomicBool,
     stop: AtomicBool,
     /// Per worker: parked (or about to park) and wants an unpark.
     sleeping: Vec<AtomicBool>,
+    /// The caller of the current job, parked until the last worker leaves.
+    caller: Mutex<Option<Thread>>,
+    caller_sleeping: AtomicBool,
     n_threads: usize,
 }
 
-// Safety: `job` is written only by the thread inside `run` before it bumps
-// `generation` (Release) and read by workers after they observe the new
-// generation (Acquire); `run` does not return until every worker is done.
+// Safety: `job` is written only by the caller of `run_tasks` while no worker
+// is inside a job (`ACTIVE` is 0 and the previous job is `CLOSED`), before
+// the new sequence number is published (Release). A worker reads it only
+// after registering in `state` (Acquire) for that sequence number, and the
+// caller does not return, or write `job` again, until every registered
+// worker has left.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
-/// Fork-join pool. The calling thread works as thread 0.
+impl Shared {
+    /// Claims and runs tasks until none is left. Panics are caught so that
+    /// every participant leaves the job; the first one is reported.
+    fn work(&self, job: &(dyn Fn(usize) + Sync + '_)) {
+        let n = self.n_tasks.load(Ordering::Relaxed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+            let t = self.next_task.fetch_add(1, Ordering::Relaxed);
+            if t >= n {
+                break;
+            }
+            job(t);
+        }));
+        if r.is_err() {
+            // Let the others stop early: no task is handed out after this.
+            self.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+            self.panicked.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Fork-join pool. The calling thread works too.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<(JoinHandle<()>, Thread)>,
+    seq: u32,
 }
 
-/// How long an idle worker spins before parking.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long an idle worker waits for the next job before parking: it spins
+/// for `SPIN`, then yields between checks until `IDLE`. Yielding matters on
+/// a loaded machine, where a spinning worker may share a core with the
+/// thread it waits for.
+const SPIN: Duration = Duration::from_micros(20);
+const IDLE: Duration = Duration::from_micros(500);
+/// How long the caller spins for workers to leave a job before parking.
+const CALLER_SPIN: Duration = Duration::from_micros(20);
 
 impl ThreadPool {
     /// A pool of `n_threads` threads in all (the caller plus `n - 1` workers).
     pub fn new(n_threads: usize) -> ThreadPool {
         let n = n_threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
+            state: AtomicU64::new(CLOSED),
             job: UnsafeCell::new(None),
-            done: AtomicUsize::new(0),
+            n_tasks: AtomicUsize::new(0),
+            next_task: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            caller: Mutex::new(None),
+            caller_sleeping: AtomicBool::new(false),
             n_threads: n,
         });
         let workers = (1..n)
@@ -62,86 +116,153 @@ impl ThreadPool {
                 (h, t)
             })
             .collect();
-        ThreadPool { shared, workers }
+        ThreadPool {
+            shared,
+            workers,
+            seq: 0,
+        }
     }
 
     pub fn n_threads(&self) -> usize {
         self.shared.n_threads
     }
 
-    /// Run `f(ith, nth)` on every thread and wait for all of them.
-    /// A panic in any thread is re-raised here after all have finished.
-    pub fn run(&mut self, f: &(dyn Fn(usize, usize) + Sync)) {
+    /// Runs `f(t)` once for every task `t` in `0..n_tasks`, each on whichever
+    /// thread claims it, and returns when all are done. Tasks must not
+    /// depend on which thread runs them or on each other's order.
+    /// A panic in any task is re-raised here after every participant has
+    /// left; tasks not yet started are then skipped.
+    pub fn run_tasks(&mut self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
-        let n = s.n_threads;
-        if n == 1 {
-            f(0, 1);
+        if n_tasks == 0 {
             return;
         }
-        // Erase the borrow's lifetime: `run` waits for every worker below.
+        if s.n_threads == 1 || n_tasks == 1 {
+            (0..n_tasks).for_each(f);
+            return;
+        }
+        // Erase the borrow's lifetime: we wait below for every worker that
+        // entered the job, and no worker can enter once it is closed.
         let ptr: *const Job =
-            unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static Job>(f) };
+            unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
         unsafe { *s.job.get() = Some(ptr) };
-        s.done.store(0, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut caller = s.caller.lock().unwrap_or_else(|e| e.into_inner());
+            if caller
+                .as_ref()
+                .is_none_or(|t| t.id() != thread::current().id())
+            {
+                *caller = Some(thread::current());
+            }
+        }
+        s.n_tasks.store(n_tasks, Ordering::Relaxed);
+        s.next_task.store(0, Ordering::Relaxed);
+        self.seq = self.seq.wrapping_add(1);
+        s.state.store(u64::from(self.seq) << 32, Ordering::SeqCst);
         for (i, (_, t)) in self.workers.iter().enumerate() {
-            if s.sleeping[i + 1].swap(false, Ordering::AcqRel) {
+            if s.sleeping[i + 1].swap(false, Ordering::SeqCst) {
                 t.unpark();
             }
         }
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, n)));
-        let mut spins = 0u32;
-        while s.done.load(Ordering::Acquire) != n - 1 {
-            spins += 1;
-            if spins < 1 << 16 {
-                std::hint::spin_loop();
-            } else {
-                thread::yield_now();
-            }
+        s.work(f);
+        let st = s.state.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
+        if st & ACTIVE != 0 {
+            wait_for_workers(s);
         }
         unsafe { *s.job.get() = None };
-        if let Err(p) = mine {
-            std::panic::resume_unwind(p);
-        }
         if s.panicked.swap(false, Ordering::AcqRel) {
-            panic!("an engine worker thread panicked");
+            panic!("an engine task panicked");
         }
     }
 }
 
+/// The caller's wait for the workers still inside a closed job: a short
+/// spin (the usual case: a worker finishing its last task), then park until
+/// the last one out unparks it. Spinning longer would, on a loaded machine,
+/// keep a preempted worker that shares our core from finishing.
+fn wait_for_workers(s: &Shared) {
+    let start = Instant::now();
+    let mut i = 0u32;
+    while s.state.load(Ordering::Acquire) & ACTIVE != 0 {
+        i += 1;
+        if i % 64 != 0 || start.elapsed() < CALLER_SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        s.caller_sleeping.store(true, Ordering::SeqCst);
+        // Re-check after announcing, so the last worker's exit is not missed.
+        if s.state.load(Ordering::SeqCst) & ACTIVE != 0 {
+            thread::park_timeout(Duration::from_millis(10));
+        }
+        s.caller_sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
 fn worker(s: Arc<Shared>, ith: usize) {
-    let mut seen = 0u64;
+    let mut seen = 0u32;
     loop {
-        // Wait for a new generation: spin, then park.
+        // Wait for a new job: spin, then yield, then park.
         let start = Instant::now();
+        let mut st;
+        let mut i = 0u32;
         loop {
             if s.stop.load(Ordering::Acquire) {
                 return;
             }
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen {
-                seen = g;
+            st = s.state.load(Ordering::Acquire);
+            if seq_of(st) != seen {
+                seen = seq_of(st);
                 break;
             }
-            if start.elapsed() < SPIN {
+            i += 1;
+            if i % 16 != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            s.sleeping[ith].store(true, Ordering::Release);
-            // Re-check after announcing, so a bump in between is not missed.
-            if s.generation.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {
+            let idle = start.elapsed();
+            if idle < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle < IDLE {
+                thread::yield_now();
+                continue;
+            }
+            s.sleeping[ith].store(true, Ordering::SeqCst);
+            // Re-check after announcing, so a new job in between is not missed.
+            if seq_of(s.state.load(Ordering::SeqCst)) == seen && !s.stop.load(Ordering::Acquire) {
                 thread::park_timeout(Duration::from_millis(50));
             }
-            s.sleeping[ith].store(false, Ordering::Release);
+            s.sleeping[ith].store(false, Ordering::SeqCst);
         }
-        let job = unsafe { (*s.job.get()).expect("job set for generation") };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-            (*job)(ith, s.n_threads)
-        }));
-        if r.is_err() {
-            s.panicked.store(true, Ordering::Release);
+        // Enter the job unless it is already closed (or replaced).
+        let entered = loop {
+            if seq_of(st) != seen || st & CLOSED != 0 {
+                break false;
+            }
+            match s
+                .state
+                .compare_exchange_weak(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(now) => st = now,
+            }
+        };
+        if !entered {
+            continue;
         }
-        s.done.fetch_add(1, Ordering::AcqRel);
+        let job = unsafe { (*s.job.get()).expect("job set while open") };
+        s.work(unsafe { &*job });
+        let prev = s.state.fetch_sub(1, Ordering::SeqCst);
+        if prev & CLOSED != 0
+            && prev & ACTIVE == 1
+            && s.caller_sleeping.swap(false, Ordering::SeqCst)
+        {
+            // Last one out of a closed job: the caller may be parked.
+            if let Some(t) = s.caller.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                t.unpark();
+            }
+        }
     }
 }
 
@@ -191,16 +312,17 @@ pub fn split_range(n: usize, ith: usize, nth: usize, align: usize) -> std::ops::
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
 
     #[test]
-    fn every_thread_runs_each_job_once() {
+    fn every_task_runs_once() {
         for n in [1, 2, 3, 4] {
             let mut pool = ThreadPool::new(n);
-            for _ in 0..1000 {
-                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-                pool.run(&|ith, nth| {
-                    assert_eq!(nth, n);
-                    hits[ith].fetch_add(1, Ordering::Relaxed);
+            for iter in 0..2000 {
+                let n_tasks = [0, 1, 2, 3, 7, 64][iter % 6];
+                let hits: Vec<AtomicUsize> = (0..n_tasks).map(|_| AtomicUsize::new(0)).collect();
+                pool.run_tasks(n_tasks, &|t| {
+                    hits[t].fetch_add(1, Ordering::Relaxed);
                 });
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             }
@@ -208,36 +330,50 @@ mod tests {
     }
 
     #[test]
-    fn wakes_after_parking() {
+    fn workers_take_part() {
         let mut pool = ThreadPool::new(2);
-        let c = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            c.fetch_add(1, Ordering::Relaxed);
+        let ids = Mutex::new(std::collections::HashSet::new());
+        // Long tasks: the worker has time to wake and join.
+        pool.run_tasks(16, &|_| {
+            ids.lock().unwrap().insert(thread::current().id());
+            thread::sleep(Duration::from_millis(5));
         });
-        std::thread::sleep(Duration::from_millis(20));
-        pool.run(&|_, _| {
-            c.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(c.load(Ordering::Relaxed), 4);
+        assert_eq!(ids.lock().unwrap().len(), 2);
     }
 
     #[test]
-    fn worker_panic_is_reported_not_hung() {
+    fn wakes_after_parking() {
         let mut pool = ThreadPool::new(2);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.run(&|ith, _| {
-                if ith == 1 {
-                    panic!("boom");
-                }
-            })
-        }));
-        assert!(r.is_err());
-        // The pool still works afterwards.
         let c = AtomicUsize::new(0);
-        pool.run(&|_, _| {
+        pool.run_tasks(2, &|_| {
             c.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(c.load(Ordering::Relaxed), 2);
+        std::thread::sleep(Duration::from_millis(20));
+        pool.run_tasks(40, &|_| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(c.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn task_panic_is_reported_not_hung() {
+        let mut pool = ThreadPool::new(2);
+        for bad in [0, 5, 63] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.run_tasks(64, &|t| {
+                    if t == bad {
+                        panic!("boom");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+        }
+        // The pool still works afterwards.
+        let c = AtomicUsize::new(0);
+        pool.run_tasks(10, &|_| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(c.load(Ordering::Relaxed), 10);
     }
 
     #[test]

@@ -330,6 +330,21 @@ pub fn fp32_to_fp16_row(x: &[f32], y: &mut [f16]) {
     }
 }
 
+/// f32 to f16 bits, round to nearest even, as `fp32_to_fp16_row` (F16C
+/// where available: the same conversion, eight at a time).
+pub fn fp32_to_fp16_bits(x: &[f32], y: &mut [u16]) {
+    assert_eq!(x.len(), y.len(), "fp32_to_fp16_bits lengths");
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() != Isa::Scalar {
+        // SAFETY: F16C available (every non-scalar level has it); equal lengths.
+        i = unsafe { x86::f32_to_f16_body(x, y) };
+    }
+    for (yi, xi) in y[i..].iter_mut().zip(&x[i..]) {
+        *yi = f16::from_f32(*xi).to_bits();
+    }
+}
+
 /// f32 to bf16 as ggml's `GGML_FP32_TO_BF16`.
 pub fn fp32_to_bf16_row(x: &[f32], y: &mut [half::bf16]) {
     assert_eq!(x.len(), y.len(), "fp32_to_bf16_row lengths");

@@ -248,3 +248,33 @@ fn simd_expf_matches_its_emulation_over_the_whole_range() {
         }
     }
 }
+
+#[test]
+fn fp32_to_fp16_bits_matches_scalar_rounding() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let mut x: Vec<f32> = (0..1000)
+        .map(|i| {
+            let v: f32 = rng.random_range(-1.0..1.0);
+            v * 10f32.powi(i % 12 - 8)
+        })
+        .collect();
+    // Ties, subnormals, overflow, infinities and signed zeros.
+    x.extend([
+        1.0 + f32::EPSILON,
+        f16::from_bits(0x3c01).to_f32() - 2f32.powi(-12),
+        6.0e-8,
+        -3.0e-5,
+        65520.0,
+        1.0e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        5.96e-8,
+    ]);
+    let mut y = vec![0u16; x.len()];
+    fp32_to_fp16_bits(&x, &mut y);
+    for (xi, yi) in x.iter().zip(&y) {
+        assert_eq!(*yi, f16::from_f32(*xi).to_bits(), "{xi:e}");
+    }
+}

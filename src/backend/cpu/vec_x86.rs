@@ -186,6 +186,28 @@ pub(super) unsafe fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
     }
 }
 
+/// Converts the whole groups of eight of `x` to f16 bits (round to nearest
+/// even); returns how many it did.
+///
+/// # Safety
+/// F16C available; `y.len() == x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f32_to_f16_body(x: &[f32], y: &mut [u16]) -> usize {
+    unsafe {
+        let n = x.len() & !7;
+        let mut i = 0;
+        while i < n {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            _mm_storeu_si128(
+                y.as_mut_ptr().add(i) as *mut __m128i,
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
+            );
+            i += 8;
+        }
+        n
+    }
+}
+
 /// # Safety
 /// AVX2 and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]

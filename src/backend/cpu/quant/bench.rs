@@ -132,6 +132,45 @@ fn probe_q4_1() {
     println!("{ty} {}: {:.2} GB/s", k.isa(), w.len() as f64 / s / 1e9);
 }
 
+/// Decode streaming with and without software prefetch, alternating in one
+/// process (`PROBE_TYPE`, `PROBE_MB` as for `probe_q4_1`).
+#[test]
+#[ignore]
+fn probe_prefetch() {
+    let env = |k: &str| std::env::var(k).ok();
+    let ty = env("PROBE_TYPE")
+        .and_then(|v| GgmlType::from_name(&v))
+        .unwrap_or(GgmlType::Q4_1);
+    let mb: usize = env("PROBE_MB").and_then(|v| v.parse().ok()).unwrap_or(96);
+    let n = if ty.block_size() == 256 { 1024 } else { 576 };
+    let (w, rows) = weights(ty, n, mb << 20);
+    let rb = row_bytes(ty, n).unwrap();
+    let k = kernels(Isa::detect(), ty).unwrap();
+    let ab = k.act_row_bytes(n).unwrap();
+    let mut acts = vec![0u8; ab];
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    k.quantize_act(&rand_row(&mut rng, n, 0), &mut acts)
+        .unwrap();
+    let mut out = vec![0f32; rows];
+    let mut best = [f64::MAX; 2];
+    for round in 0..20 {
+        let off = round % 2 == 1;
+        super::tile_q32::TEST_NO_PREFETCH.store(off, std::sync::atomic::Ordering::Relaxed);
+        let t = Instant::now();
+        k.gemm(n, &w, rb, rows, &acts, ab, 1, &mut out, rows)
+            .unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        best[usize::from(off)] = best[usize::from(off)].min(dt);
+    }
+    super::tile_q32::TEST_NO_PREFETCH.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gbs = |s: f64| w.len() as f64 / s / 1e9;
+    println!(
+        "{ty} {mb} MiB: prefetch {:.2} GB/s, without {:.2} GB/s",
+        gbs(best[0]),
+        gbs(best[1])
+    );
+}
+
 /// Plain read bandwidth on this machine, for comparison with the kernels.
 #[test]
 #[ignore]
@@ -155,4 +194,53 @@ fn probe_read_bandwidth() {
         best = best.max((v.len() * 8) as f64 / s / 1e9);
     }
     println!("read {mb} MiB: {best:.1} GB/s");
+}
+
+/// Multi-column gemm speed, one thread, weights resident in cache:
+/// `PROBE_TYPE` (Q4_1), `PROBE_N` (576 elements per row), `PROBE_KB` (512 KiB
+/// of weights), `PROBE_NC` (comma-separated column counts; 1,2,8,16,64).
+#[test]
+#[ignore]
+fn probe_gemm() {
+    let env = |k: &str| std::env::var(k).ok();
+    let ty = env("PROBE_TYPE")
+        .and_then(|v| GgmlType::from_name(&v))
+        .unwrap_or(GgmlType::Q4_1);
+    let n: usize = env("PROBE_N").and_then(|v| v.parse().ok()).unwrap_or(576);
+    let kb: usize = env("PROBE_KB").and_then(|v| v.parse().ok()).unwrap_or(512);
+    let ncs: Vec<usize> = env("PROBE_NC")
+        .unwrap_or("1,2,8,16,64".into())
+        .split(',')
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    super::tile_q32::TEST_PANEL_BYTES.store(512 << 10, std::sync::atomic::Ordering::Relaxed);
+    let old = env("PROBE_OLD").is_some_and(|v| !v.is_empty());
+    super::tile_q32::TEST_NO_PAIRS.store(old, std::sync::atomic::Ordering::Relaxed);
+    let (w, rows) = weights(ty, n, kb << 10);
+    let rb = row_bytes(ty, n).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let isa = env("PROBE_ISA")
+        .and_then(|v| Isa::from_name(&v))
+        .unwrap_or(Isa::detect());
+    let k = kernels(isa, ty).unwrap();
+    let ab = k.act_row_bytes(n).unwrap();
+    let max_nc = ncs.iter().copied().max().unwrap_or(1);
+    let mut acts = vec![0u8; ab * max_nc];
+    for c in 0..max_nc {
+        k.quantize_act(&rand_row(&mut rng, n, 0), &mut acts[c * ab..(c + 1) * ab])
+            .unwrap();
+    }
+    let mut out = vec![0f32; rows * max_nc];
+    let mut line = format!("{ty} {isa} n={n} {kb} KiB:");
+    for nc in ncs {
+        let s = best_time(w.len() * nc * 4, || {
+            k.gemm(n, &w, rb, rows, &acts, ab, nc, &mut out, rows)
+                .unwrap()
+        });
+        let gmac = (rows * n * nc) as f64 / s / 1e9;
+        line += &format!("  nc={nc}: {gmac:.1} GMAC/s");
+    }
+    super::tile_q32::TEST_PANEL_BYTES.store(200, std::sync::atomic::Ordering::Relaxed);
+    super::tile_q32::TEST_NO_PAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
+    println!("{line}{}", if old { " (without column pairs)" } else { "" });
 }

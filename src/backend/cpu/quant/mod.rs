@@ -45,6 +45,8 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod tile_q32;
 #[cfg(target_arch = "x86_64")]
+mod tile_q32_pairs;
+#[cfg(target_arch = "x86_64")]
 mod tile_qk;
 
 use super::isa::Isa;

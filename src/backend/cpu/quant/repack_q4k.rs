@@ -207,7 +207,9 @@ mod x86 {
         }
     }
 
-    /// Every aligned group of four columns against every row.
+    /// Every aligned group of four columns against every row: rows eight at
+    /// a time through `tile8`, the last `nr % 8` one at a time through
+    /// `quad`.
     ///
     /// # Safety
     /// Buffers validated by `Kernels::gemm_quads` (`nc` a multiple of 4);
@@ -215,19 +217,212 @@ mod x86 {
     #[inline(always)]
     unsafe fn quads<A: Arch>(args: &GemmArgs<'_>, out: &mut [f32]) {
         unsafe {
-            for r in 0..args.nr {
+            let nr8 = args.nr / 8 * 8;
+            for r0 in (0..nr8).step_by(8) {
+                let w: [*const u8; 8] = core::array::from_fn(|j| args.w_row(r0 + j).as_ptr());
+                for c0 in (0..args.nc).step_by(4) {
+                    let a: [*const u8; 4] = core::array::from_fn(|c| args.act_row(c0 + c).as_ptr());
+                    let v = tile8::<A>(w, a, args.nb);
+                    for (c, x) in v.into_iter().enumerate() {
+                        let o = (c0 + c) * args.out_stride + r0;
+                        _mm256_storeu_ps(out[o..o + 8].as_mut_ptr(), x);
+                    }
+                }
+            }
+            for r in nr8..args.nr {
                 let w = args.w_row(r).as_ptr();
                 for c0 in (0..args.nc).step_by(4) {
-                    let ap: [*const u8; 4] =
-                        core::array::from_fn(|c| args.act_row(c0 + c).as_ptr());
-                    let v = quad::<A>(w, ap, args.nb);
+                    let a: [*const u8; 4] = core::array::from_fn(|c| args.act_row(c0 + c).as_ptr());
                     let mut lanes = [0f32; 4];
-                    _mm_storeu_ps(lanes.as_mut_ptr(), v);
+                    _mm_storeu_ps(lanes.as_mut_ptr(), quad::<A>(w, a, args.nb));
                     for (c, x) in lanes.into_iter().enumerate() {
                         out[(c0 + c) * args.out_stride + r] = x;
                     }
                 }
             }
+        }
+    }
+
+    /// 4x4 transposes of i32 within each 128-bit lane: with `y[j]` holding
+    /// dwords of row `j` (low lane) and row `j + 4` (high lane), result `k`
+    /// holds dword `k` of rows 0..8 in order.
+    #[inline(always)]
+    unsafe fn transpose_lanes(y: [__m256i; 4]) -> [__m256i; 4] {
+        unsafe {
+            let t0 = _mm256_unpacklo_epi32(y[0], y[1]);
+            let t1 = _mm256_unpacklo_epi32(y[2], y[3]);
+            let t2 = _mm256_unpackhi_epi32(y[0], y[1]);
+            let t3 = _mm256_unpackhi_epi32(y[2], y[3]);
+            [
+                _mm256_unpacklo_epi64(t0, t1),
+                _mm256_unpackhi_epi64(t0, t1),
+                _mm256_unpacklo_epi64(t2, t3),
+                _mm256_unpackhi_epi64(t2, t3),
+            ]
+        }
+    }
+
+    /// Bytes `off..off + 16` of the eight rows `w[j]`, transposed: dword `k`
+    /// of every row in result `k`, one row per i32 lane.
+    #[inline(always)]
+    unsafe fn rows16(w: &[*const u8; 8], off: usize) -> [__m256i; 4] {
+        unsafe {
+            transpose_lanes(core::array::from_fn(|j| {
+                _mm256_loadu2_m128i(
+                    w[j + 4].add(off) as *const __m128i,
+                    w[j].add(off) as *const __m128i,
+                )
+            }))
+        }
+    }
+
+    /// `pshufb` mask taking bytes `b[0..4]` of every dword (0x80: zero).
+    #[inline(always)]
+    unsafe fn dword_bytes(b: [u8; 4]) -> __m256i {
+        unsafe {
+            _mm256_add_epi8(
+                _mm256_set1_epi32(i32::from_le_bytes(b)),
+                _mm256_setr_epi32(
+                    0,
+                    0x0404_0404,
+                    0x0808_0808,
+                    0x0c0c_0c0c,
+                    0,
+                    0x0404_0404,
+                    0x0808_0808,
+                    0x0c0c_0c0c,
+                ),
+            )
+        }
+    }
+
+    /// Eight weight rows against four activation rows, one row per lane (as
+    /// llama.cpp's interleaved layout has it, so no horizontal sums): result
+    /// `c`, lane `j` is `pair` of row `j`, column `c`.
+    #[inline(always)]
+    unsafe fn tile8<A: Arch>(w: [*const u8; 8], a: [*const u8; 4], nb: usize) -> [__m256; 4] {
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let (k1, k2, k3) = (
+                _mm256_set1_epi32(0x3f3f_3f3f),
+                _mm256_set1_epi32(0x0f0f_0f0f),
+                _mm256_set1_epi32(0x0303_0303),
+            );
+            let z = 0x80u8;
+            // Per 64-element group g: its two scales (as i32, or for AVX2 as
+            // an i16 pair each) and its two mins (an i16 pair).
+            let sc_mask: [[__m256i; 2]; 2] = if A::VNNI {
+                [
+                    [dword_bytes([0, z, z, z]), dword_bytes([1, z, z, z])],
+                    [dword_bytes([2, z, z, z]), dword_bytes([3, z, z, z])],
+                ]
+            } else {
+                [
+                    [dword_bytes([0, z, 0, z]), dword_bytes([1, z, 1, z])],
+                    [dword_bytes([2, z, 2, z]), dword_bytes([3, z, 3, z])],
+                ]
+            };
+            let mn_mask = [dword_bytes([0, z, 1, z]), dword_bytes([2, z, 3, z])];
+            let dd_mask = _mm256_setr_epi8(
+                0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2,
+                3, 6, 7, 10, 11, 14, 15,
+            );
+
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_min = [_mm256_setzero_ps(); 4];
+            for b in 0..nb {
+                let wb: [*const u8; 8] = core::array::from_fn(|j| w[j].add(b * W_SIZE));
+                let ab: [*const u8; 4] = core::array::from_fn(|c| a[c].add(b * A_SIZE));
+
+                // d, dmin and the 12 scale bytes of the eight rows.
+                let [dm, u0, u1, u2] = rows16(&wb, 0);
+                let dm =
+                    _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(dm, dd_mask));
+                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+                let dminw = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(dm));
+                let sc = [
+                    _mm256_and_si256(u0, k1),
+                    _mm256_or_si256(
+                        _mm256_and_si256(u2, k2),
+                        _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u0), k3)),
+                    ),
+                ];
+                let mn = [
+                    _mm256_and_si256(u1, k1),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi32::<4>(u2), k2),
+                        _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u1), k3)),
+                    ),
+                ];
+
+                let mut d = [_mm256_setzero_ps(); 4];
+                let mut dmin = [_mm256_setzero_ps(); 4];
+                let mut bs = [_mm_setzero_si128(); 4];
+                for c in 0..4 {
+                    let ad = _mm256_set1_ps((ab[c] as *const f32).read_unaligned());
+                    d[c] = _mm256_mul_ps(dw, ad);
+                    dmin[c] = _mm256_mul_ps(dminw, ad);
+                    let p = ab[c].add(A_BSUMS) as *const __m128i;
+                    bs[c] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+                }
+
+                for g in 0..4 {
+                    let lo = rows16(&wb, 16 + 32 * g);
+                    let hi = rows16(&wb, 32 + 32 * g);
+                    let bits: [__m256i; 8] =
+                        core::array::from_fn(|k| if k < 4 { lo[k] } else { hi[k - 4] });
+                    let sc_g = sc[g / 2];
+                    let scales = [
+                        _mm256_shuffle_epi8(sc_g, sc_mask[g % 2][0]),
+                        _mm256_shuffle_epi8(sc_g, sc_mask[g % 2][1]),
+                    ];
+                    let mins = _mm256_shuffle_epi8(mn[g / 2], mn_mask[g % 2]);
+                    let mut isum = [_mm256_setzero_si256(); 4];
+                    for h in 0..2 {
+                        let q: [__m256i; 8] = core::array::from_fn(|k| {
+                            if h == 0 {
+                                _mm256_and_si256(bits[k], m4)
+                            } else {
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(bits[k]), m4)
+                            }
+                        });
+                        for c in 0..4 {
+                            let act = ab[c].add(A_QS + 64 * g + 32 * h) as *const i32;
+                            let bc = |k: usize| _mm256_set1_epi32(act.add(k).read_unaligned());
+                            let part = if A::VNNI {
+                                // u8 x i8 in 4-byte groups, exact in i32;
+                                // the scale afterwards.
+                                let mut s = _mm256_setzero_si256();
+                                for (k, qk) in q.iter().enumerate() {
+                                    s = A::dp_u8i8(s, *qk, bc(k));
+                                }
+                                _mm256_mullo_epi32(s, scales[h])
+                            } else {
+                                // i16 sums of at most 16 products 15 * 128:
+                                // no wrap.
+                                let mut s = _mm256_maddubs_epi16(q[0], bc(0));
+                                for (k, qk) in q.iter().enumerate().skip(1) {
+                                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*qk, bc(k)));
+                                }
+                                _mm256_madd_epi16(s, scales[h])
+                            };
+                            isum[c] = _mm256_add_epi32(isum[c], part);
+                        }
+                    }
+                    for c in 0..4 {
+                        let pair = _mm256_broadcastd_epi32(match g {
+                            0 => bs[c],
+                            1 => _mm_shuffle_epi32::<1>(bs[c]),
+                            2 => _mm_shuffle_epi32::<2>(bs[c]),
+                            _ => _mm_shuffle_epi32::<3>(bs[c]),
+                        });
+                        let imin = _mm256_madd_epi16(mins, pair);
+                        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), d[c], acc[c]);
+                        acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dmin[c], acc_min[c]);
+                    }
+                }
+            }
+            core::array::from_fn(|c| _mm256_sub_ps(acc[c], acc_min[c]))
         }
     }
 

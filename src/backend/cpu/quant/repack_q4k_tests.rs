@@ -433,3 +433,46 @@ fn garbage_blocks_do_not_panic() {
         }
     }
 }
+
+/// `cargo test --lib quant::repack_q4k_tests::quad_speed -- --ignored
+/// --nocapture`: one thread, Gemma's attn_output shape (640 x 1024), 64
+/// prompt tokens, quads against the decode-arithmetic gemm.
+#[test]
+#[ignore]
+fn quad_speed() {
+    use std::time::Instant;
+    let mut rng = ChaCha8Rng::seed_from_u64(46);
+    let (n, nr, nc) = (1024, 640, 64);
+    let distinct = Operands::new(&mut rng, n, 64, nc);
+    let wb = row_bytes(Q4_K, n).unwrap();
+    let w: Vec<u8> = (0..nr)
+        .flat_map(|r| distinct.w_row(r % 64).to_vec())
+        .collect();
+    let ab = row_bytes(Q8_K, n).unwrap();
+    let acts: Vec<u8> = (0..nc).flat_map(|c| distinct.act(c).to_vec()).collect();
+    let mut out = vec![0f32; nr * nc];
+    for isa in Isa::all_available() {
+        let k = kernels(isa, Q4_K).unwrap();
+        let mut best = [f64::MAX; 2];
+        for _ in 0..20 {
+            for (i, b) in best.iter_mut().enumerate() {
+                let t = Instant::now();
+                if i == 0 {
+                    k.gemm(n, &w, wb, nr, &acts, ab, nc, &mut out, nr).unwrap();
+                } else {
+                    k.gemm_quads(n, &w, wb, nr, &acts, ab, nc, &mut out, nr)
+                        .unwrap();
+                }
+                *b = b.min(t.elapsed().as_secs_f64());
+            }
+        }
+        let gops = |t: f64| 2.0 * (n * nr * nc) as f64 / t / 1e9;
+        eprintln!(
+            "{isa:7} gemm {:7.3} ms ({:5.1} GOP/s)   gemm_quads {:7.3} ms ({:5.1} GOP/s)",
+            best[0] * 1e3,
+            gops(best[0]),
+            best[1] * 1e3,
+            gops(best[1])
+        );
+    }
+}

@@ -184,7 +184,7 @@ impl Q32 for Q8_0 {
 }
 
 /// Activation block bytes and quant offset (Q8_1 with a min, else Q8_0).
-const fn act_layout(min: bool) -> (usize, usize) {
+pub(super) const fn act_layout(min: bool) -> (usize, usize) {
     if min {
         (36, 4)
     } else {
@@ -217,7 +217,7 @@ thread_local! {
 }
 
 #[inline(always)]
-unsafe fn f16_to_f32(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_to_f32(p: *const u8) -> f32 {
     unsafe {
         let h = u16::from_le_bytes([*p, *p.add(1)]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
@@ -231,7 +231,7 @@ unsafe fn rd_u32(p: *const u8) -> i32 {
 
 /// Lane of row `r` in the vectors `headers` returns.
 #[inline(always)]
-const fn lane(r: usize) -> usize {
+pub(super) const fn lane(r: usize) -> usize {
     [0, 1, 4, 5, 2, 3, 6, 7][r]
 }
 
@@ -257,7 +257,7 @@ unsafe fn quad<const R: usize>(wp: &[*const u8; R], off: usize, k: usize) -> __m
 /// The f16 `d` (low half) and `m` (high half) of block `off` of up to eight
 /// rows, as f32 vectors with row `r` in lane `lane(r)`.
 #[inline(always)]
-unsafe fn headers<const R: usize>(wp: &[*const u8; R], off: usize) -> (__m256, __m256) {
+pub(super) unsafe fn headers<const R: usize>(wp: &[*const u8; R], off: usize) -> (__m256, __m256) {
     unsafe {
         // [d0 m0 d1 m1 | d2 m2 d3 m3] for rows 0..4, likewise rows 4..8.
         let x = _mm256_cvtph_ps(quad::<R>(wp, off, 0));
@@ -286,6 +286,25 @@ pub(super) unsafe fn gemm<W: Q32, A: Arch, const RD: usize, const RT: usize, con
     // The work must run in this function's body, not in a closure: closures
     // do not inherit `#[target_feature]`, and the intrinsics would become
     // calls. gemm never re-enters on a thread, so the pointer is unique.
+    if A::VNNI && CT > 1 && args.nc >= 2 && pairs_enabled() {
+        // Column pairs share 512-bit vectors; an odd last column goes
+        // through the one-column path.
+        let pairs = args.nc / 2;
+        unsafe { super::tile_q32_pairs::gemm::<W>(args, pairs, out, corr_k::<W, A>()) };
+        if args.nc % 2 == 0 {
+            return;
+        }
+        let c = args.nc - 1;
+        let last = GemmArgs {
+            acts: &args.acts[c * args.act_stride..],
+            nc: 1,
+            ..*args
+        };
+        let s = SCRATCH.with(|s| s.as_ptr());
+        return unsafe {
+            gemm_in::<W, A, RD, RT, CT>(&last, &mut out[c * args.out_stride..], &mut *s)
+        };
+    }
     let s = SCRATCH.with(|s| s.as_ptr());
     unsafe { gemm_in::<W, A, RD, RT, CT>(args, out, &mut *s) }
 }
@@ -351,7 +370,7 @@ unsafe fn gemm_in<W: Q32, A: Arch, const RD: usize, const RT: usize, const CT: u
         } else {
             // Panels of rows that stay in L2 while every column tile passes
             // over them; a column tile's activations stay in L1.
-            let panel = (PANEL_BYTES / args.wb.max(1)).max(RT) / RT * RT;
+            let panel = (panel_bytes() / args.wb.max(1)).max(RT) / RT * RT;
             let nct = nc / CT * CT;
             let mut p0 = 0;
             while p0 < nr {
@@ -380,10 +399,49 @@ unsafe fn gemm_in<W: Q32, A: Arch, const RD: usize, const RT: usize, const CT: u
 
 /// Weight bytes per panel in the multi-column path (about half an L2).
 #[cfg(not(test))]
-const PANEL_BYTES: usize = 512 << 10;
-/// Tiny panels under test, so the batch-invariance tests cross panel edges.
+pub(super) fn panel_bytes() -> usize {
+    512 << 10
+}
+
+/// Tiny panels under test, so the batch-invariance tests cross panel edges;
+/// the speed probes set the real size.
 #[cfg(test)]
-const PANEL_BYTES: usize = 200;
+pub(super) static TEST_PANEL_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(200);
+
+/// The speed probes compare with and without the column-pair kernel.
+#[cfg(test)]
+pub(super) static TEST_NO_PAIRS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[inline(always)]
+fn pairs_enabled() -> bool {
+    #[cfg(test)]
+    return !TEST_NO_PAIRS.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(test))]
+    true
+}
+
+#[cfg(test)]
+pub(super) fn panel_bytes() -> usize {
+    TEST_PANEL_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How far ahead of the weights being read the decode path prefetches.
+pub(super) const PREFETCH_AHEAD: usize = 4096;
+
+/// The speed probes compare with and without prefetching.
+#[cfg(test)]
+pub(super) static TEST_NO_PREFETCH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[inline(always)]
+pub(super) fn prefetch_enabled() -> bool {
+    #[cfg(test)]
+    return !TEST_NO_PREFETCH.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(test))]
+    true
+}
 
 /// Rows `r0..r1` against one column, `RD` rows at a time.
 #[inline(always)]
@@ -539,8 +597,21 @@ unsafe fn tile_zmm<W: Q32, const R: usize, const C: usize>(
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut summs = [_mm256_setzero_ps(); C];
         let mut dd = [[[0f32; 8]; C]; 2];
+        // One column (decode) streams weights from memory: prefetch the
+        // tile's bytes a few KiB ahead, which also crosses the page
+        // boundaries that the hardware prefetcher stops at. Rows are
+        // contiguous in the file, so the tile is one linear range.
+        let contiguous = C == 1 && args.w_stride == args.wb && prefetch_enabled();
+        let mut pf = wp[0].wrapping_add(PREFETCH_AHEAD);
         let mut b = 0;
         while b < nb {
+            if contiguous {
+                let end = wp[0].wrapping_add(PREFETCH_AHEAD + (b + 2) * R * W::SIZE);
+                while pf < end {
+                    _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
+                    pf = pf.wrapping_add(64);
+                }
+            }
             let two = b + 1 < nb;
             let steps = if two { 2 } else { 1 };
             for (k, ddk) in dd.iter_mut().enumerate().take(steps) {

@@ -10,6 +10,7 @@
 
 use super::gemm::GemmArgs;
 use super::simd::{hsum8, Arch};
+use super::tile_q32::{prefetch_enabled, PREFETCH_AHEAD};
 use core::arch::x86_64::*;
 
 const A_SIZE: usize = 292;
@@ -615,8 +616,19 @@ unsafe fn tile<W: Qk, A: Arch, const C: usize>(
         }
         let mut acc = [_mm256_setzero_ps(); C];
         let mut extra = [_mm_setzero_ps(); C];
+        // Decode streams weights from memory: prefetch ahead (see
+        // `tile_q32`); rows are contiguous, so ahead is linear.
+        let pf = C == 1 && args.w_stride == args.wb && prefetch_enabled();
         for b in 0..args.nb {
             let wb = w.add(b * W::SIZE);
+            if pf {
+                let p = wb.wrapping_add(PREFETCH_AHEAD);
+                let mut o = 0;
+                while o < W::SIZE {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8);
+                    o += 64;
+                }
+            }
             let meta = W::meta(wb);
             let mut aq = [core::ptr::null::<u8>(); C];
             for c in 0..C {
