@@ -1218,49 +1218,11 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// `promtool check metrics` on a scrape: no parse error, and no lint
-/// finding beyond the names BRIEF section 5 fixes.
+/// `promtool check metrics` on a scrape (the shared helper): no parse
+/// error, and no lint finding beyond the names BRIEF section 5 fixes.
 fn promtool_check(scrape: &str, what: &str) {
-    use std::io::Write;
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "promtool not found ({e}). Install it with `apt-get install -y --no-install-recommends \
-             prometheus` (Debian's prometheus package ships promtool); ci/test.sh does this in CI."
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Exit 3: lint findings only.
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(3)),
-        "{what}: promtool failed:\n{report}\n{scrape}"
-    );
-    const ACCEPTED: &[&str] = &[
-        "orchd_pool_health_check_duration_ms metric names should not contain abbreviated units",
-        "pool_slots_total non-counter metrics should not have \"_total\" suffix",
-    ];
-    for line in report.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        assert!(
-            ACCEPTED.iter().any(|a| line.contains(a)),
-            "{what}: promtool says: {line}\n{report}"
-        );
+    if let Err(e) = llorchd::testing::promtool_check_metrics(scrape) {
+        panic!("{what}: {e}\n{scrape}");
     }
 }
 
