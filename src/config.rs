@@ -249,13 +249,18 @@ pub struct CloudConfig {
     /// comma separated).
     pub control_urls: Vec<String>,
     /// Worker: the URL control planes use to reach this worker; defaults to
-    /// `http(s)://<server.bind>`.
+    /// `http(s)://<server.bind>`, or `http(s)://<hostname>:<port>` when
+    /// bound to all interfaces.
     pub advertise_url: Option<String>,
     /// Worker: heartbeat period (env `POOL_MANAGERD_HEARTBEAT_INTERVAL_SECS`).
     pub heartbeat_interval_secs: u64,
     /// Control: a node without a heartbeat for this long is offline
-    /// (env `ORCHESTRATORD_NODE_TIMEOUT_MS`).
+    /// (env `ORCHESTRATORD_NODE_TIMEOUT_MS`). A dispatch stream silent for
+    /// this long counts as a lost worker too.
     pub node_timeout_ms: u64,
+    /// Control: how many nodes a task is tried on before its first token
+    /// (a worker lost before then is replaced without the client noticing).
+    pub dispatch_attempts: u32,
 }
 
 impl Default for CloudConfig {
@@ -266,6 +271,7 @@ impl Default for CloudConfig {
             advertise_url: None,
             heartbeat_interval_secs: 10,
             node_timeout_ms: 30_000,
+            dispatch_attempts: 3,
         }
     }
 }
@@ -573,6 +579,19 @@ impl Config {
                     "a worker needs at least one control-plane URL (or ORCHESTRATORD_URL)",
                 );
             }
+            for u in &self.cloud.control_urls {
+                if let Err(m) = validate_base_url(u) {
+                    return Err(("cloud.control_urls".into(), m));
+                }
+            }
+            if let Some(u) = &self.cloud.advertise_url {
+                if let Err(m) = validate_base_url(u) {
+                    return Err(("cloud.advertise_url".into(), m));
+                }
+            }
+        }
+        if self.cloud.dispatch_attempts == 0 || self.cloud.dispatch_attempts > 16 {
+            return err("cloud.dispatch_attempts", "must be between 1 and 16");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return err("tls", "set both cert and key, or neither");
@@ -594,6 +613,25 @@ impl Config {
     pub fn is_worker(&self) -> bool {
         self.profile == Profile::Home || self.role == Some(Role::Worker)
     }
+}
+
+/// A base URL another llorchd is reached at: `http(s)://host[:port]`, with
+/// nothing after the authority but an optional `/`.
+pub fn validate_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority.len() > 255
+        || authority
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{url:?} must be a base URL like http://host:port"));
+    }
+    Ok(())
 }
 
 /// Ids for models, pools and nodes: 1..=64 chars of `[A-Za-z0-9._-]`, not
@@ -843,6 +881,27 @@ slots = 4
         let env = |k: &str| (k == "ORCHESTRATORD_BIND_ADDR").then(|| "nonsense".to_string());
         let e = load_text("", &env).unwrap_err().to_string();
         assert!(e.contains("ORCHESTRATORD_BIND_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn worker_urls_are_checked() {
+        let base = "profile = \"cloud\"\nrole = \"worker\"\n[cloud]\nnode_id = \"w\"\n";
+        let ok = format!("{base}control_urls = [\"http://cp:8080\", \"https://cp2/\"]\n");
+        load_text(&ok, &no_env).unwrap();
+        let bad = format!("{base}control_urls = [\"cp:8080\"]\n");
+        let e = load_text(&bad, &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("cloud.control_urls") && e.contains("line 5"),
+            "{e}"
+        );
+        let bad = format!("{base}control_urls = [\"http://cp/x\"]\n");
+        assert!(load_text(&bad, &no_env).is_err());
+        let env = |k: &str| (k == "LLORCH_ADVERTISE_URL").then(|| "10.0.0.7:9000".to_string());
+        let e = load_text(&ok, &env).unwrap_err().to_string();
+        assert!(e.contains("cloud.advertise_url"), "{e}");
+        let env =
+            |k: &str| (k == "LLORCH_ADVERTISE_URL").then(|| "http://10.0.0.7:9000".to_string());
+        load_text(&ok, &env).unwrap();
     }
 
     #[test]

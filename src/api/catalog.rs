@@ -150,6 +150,13 @@ pub async fn set_state(
 pub async fn availability(
     State(app): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(nodes) = &app.nodes {
+        // Cloud control plane: what the nodes report.
+        return Ok(Json(
+            serde_json::to_value(super::nodes::availability_of(nodes))
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+        ));
+    }
     let cat = catalog(&app)?;
     let entries = blocking(move || cat.list()).await?;
     let views = app.control.pool_views();

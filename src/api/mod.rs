@@ -7,17 +7,28 @@
 //! - `extract`: JSON bodies and the correlation id middleware.
 //! - `frames`: a task's frames as a stream (SSE resume, OpenAI streaming).
 //! - `tasks`, `openai`, `pools`, `catalog`, `ops`: the handlers.
+//! - `nodes`, `nodes_wire`: the node protocol between workers and control
+//!   planes (routes and shapes; the worker's agent uses the shapes too).
+//! - `worker`, `worker_wire`: a worker's dispatch endpoints and their
+//!   shapes (`transport::http` speaks them from the control plane).
 
 pub mod catalog;
 pub mod error;
 pub mod extract;
 pub mod frames;
+pub mod nodes;
+pub mod nodes_wire;
 pub mod openai;
 pub mod openai_wire;
 pub mod ops;
 pub mod pools;
 pub mod tasks;
 pub mod wire;
+pub mod worker;
+pub mod worker_wire;
+
+#[cfg(test)]
+mod nodes_tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +56,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub node_id: Arc<str>,
     pub started: Instant,
+    /// The node registry (cloud control plane only).
+    pub nodes: Option<Arc<crate::control::nodes::NodeService>>,
 }
 
 /// Every route of the client API.

@@ -1,13 +1,17 @@
-//! `llorchd serve`: run the home profile from the config until SIGTERM or
-//! SIGINT, then shut down gracefully.
+//! `llorchd serve`: run the profile the config names (home, or a cloud
+//! control plane or worker) until SIGTERM or SIGINT, then shut down
+//! gracefully.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 use llorchd::backend::cpu::Isa;
-use llorchd::config::Profile;
-use llorchd::profile::{Home, HomeOptions};
+use std::sync::Arc;
+
+use llorchd::config::{Profile, Role};
+use llorchd::net::auth;
+use llorchd::profile::{ControlOptions, ControlPlane, Home, HomeOptions, Worker, WorkerOptions};
 use llorchd::telemetry::logging::{self, LogTarget};
 use llorchd::telemetry::metrics::{self as m, ProcessRole};
 use llorchd::telemetry::systemd::{self, Notifier};
@@ -25,11 +29,8 @@ pub struct Serve {
 impl Run for Serve {
     fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
         let cfg = ctx.load_config()?;
-        if cfg.profile != Profile::Home {
-            return Err(usage(
-                "this build serves the home profile only (profile = \"home\")",
-            ));
-        }
+        let role = ProcessRole::from_config(&cfg)
+            .ok_or_else(|| usage("a cloud profile needs a role (control or worker)"))?;
         let isa = match &self.isa {
             None => None,
             Some(n) => Some(Isa::from_name(n).filter(|i| i.available()).ok_or_else(|| {
@@ -42,7 +43,25 @@ impl Run for Serve {
         let target = LogTarget::detect(env("JOURNAL_STREAM").as_deref());
         logging::init(&cfg.logging, target, env("RUST_LOG").as_deref())
             .map_err(|e| usage(e.to_string()))?;
-        let handle = m::install_recorder(ProcessRole::Home)?;
+        // The token: a file (config, LLORCH_API_TOKEN_FILE), the systemd
+        // credential, or LLORCH_API_TOKEN. Only its fingerprint is logged.
+        let token = auth::load_token(
+            cfg.auth.token_file.as_deref(),
+            env("CREDENTIALS_DIRECTORY")
+                .as_deref()
+                .map(std::path::Path::new),
+            env("LLORCH_API_TOKEN").as_deref(),
+        )
+        .map_err(|e| usage(e.to_string()))?
+        .map(|(t, source)| {
+            tracing::info!(
+                token_fingerprint = %t.fingerprint(),
+                source = %source,
+                human = "bearer token loaded",
+            );
+            Arc::new(t)
+        });
+        let handle = m::install_recorder(role)?;
         let _upkeep = m::spawn_upkeep(handle.clone())?;
         let notifier = Notifier::new(env("NOTIFY_SOCKET").as_deref())?;
         let _watchdog = match systemd::watchdog_timeout(
@@ -71,17 +90,49 @@ impl Run for Serve {
                 ),
                 None => None,
             };
-            let home = Home::start(
-                cfg,
-                HomeOptions {
-                    metrics: Some(handle),
-                    isa,
-                    notifier: Some(notifier),
-                },
-            )
-            .await?;
-            home.serve(listener, metrics_listener, shutdown_signal())
-                .await?;
+            match (cfg.profile, cfg.role) {
+                (Profile::Cloud, Some(Role::Control)) => {
+                    let cp = ControlPlane::start(
+                        cfg,
+                        ControlOptions {
+                            metrics: Some(handle),
+                            notifier: Some(notifier),
+                            token,
+                        },
+                    )
+                    .await?;
+                    cp.serve(listener, metrics_listener, shutdown_signal())
+                        .await?;
+                }
+                (Profile::Cloud, _) => {
+                    let w = Worker::start(
+                        cfg,
+                        WorkerOptions {
+                            metrics: Some(handle),
+                            isa,
+                            notifier: Some(notifier),
+                            token,
+                        },
+                    )
+                    .await?;
+                    w.serve(listener, metrics_listener, shutdown_signal())
+                        .await?;
+                }
+                (Profile::Home, _) => {
+                    let home = Home::start(
+                        cfg,
+                        HomeOptions {
+                            metrics: Some(handle),
+                            isa,
+                            notifier: Some(notifier),
+                            token,
+                        },
+                    )
+                    .await?;
+                    home.serve(listener, metrics_listener, shutdown_signal())
+                        .await?;
+                }
+            }
             anyhow::Ok(())
         })?;
         Ok(ExitCode::SUCCESS)

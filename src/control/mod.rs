@@ -8,12 +8,26 @@
 //! - `sessions`: affinity, turns, TTL, kv_warmth.
 //! - `tasks`: task records, frames, retention.
 //! - `service`: [`Control`], the dispatcher per pool, cancel, drain, reload.
+//! - `node_registry`: cloud node states, heartbeats, the index of model
+//!   holders (pure logic over an injected clock).
+//! - `node_placement`: which node's pool runs a task (pure functions).
+//! - `nodes`: [`nodes::NodeService`], the registry persisted, swept and
+//!   measured.
+//! - `cluster`: [`cluster::ClusterPool`], one pool per model over the
+//!   workers that serve it; failover before the first token.
 
 pub mod admission;
+pub mod cluster;
+pub mod node_placement;
+pub mod node_registry;
+pub mod nodes;
 pub mod placement;
 pub mod service;
 pub mod sessions;
 pub mod tasks;
+
+#[cfg(test)]
+mod cluster_tests;
 
 pub use admission::Priority;
 pub use service::{

@@ -24,8 +24,8 @@ use crate::config::{AdmissionConfig, SessionConfig};
 use crate::telemetry::logging::task_span;
 use crate::telemetry::metrics::{self as m, label};
 use crate::transport::{
-    Determinism, ErrorCode, ExecuteRequest, GenerationParams, PoolClient, PoolState, PoolStatus,
-    PrepareRequest, PromptInput, TaskEvent, TransportError,
+    Determinism, ErrorCode, ExecuteRequest, GenerationParams, PlacementHints, PoolClient,
+    PoolState, PoolStatus, PrepareRequest, PromptInput, TaskEvent, TransportError,
 };
 
 /// Is a model id known to the catalog, and may it be served?
@@ -147,6 +147,11 @@ pub struct ControlSettings {
     pub health_interval: Duration,
     /// Token frames between two `metrics` frames.
     pub metrics_every_tokens: usize,
+    /// The pools are cluster pools that pick a node per task (cloud
+    /// control plane): placement here only chooses the model's pool, and
+    /// node pins, preferences and avoidances travel to it as hints. Such
+    /// pools count their own dispatches per node.
+    pub pools_span_nodes: bool,
 }
 
 impl Default for ControlSettings {
@@ -158,6 +163,7 @@ impl Default for ControlSettings {
             max_retained_tasks: 10_000,
             health_interval: Duration::from_secs(1),
             metrics_every_tokens: 32,
+            pools_span_nodes: false,
         }
     }
 }
@@ -468,16 +474,26 @@ impl Control {
 
         // Place once with what we know, tokenize on that pool, then check
         // the context and place again if the task needs a bigger one.
-        let mut preq = placement::Request {
-            model_id: model_id.clone(),
-            ctx_needed: spec.ctx.unwrap_or(0),
-            mode: spec.placement.mode,
-            pin_pool_id: spec.placement.pin_pool_id.clone(),
-            pin_node_id: spec.placement.pin_node_id.clone(),
-            prefer_pools: spec.placement.prefer_pools.clone(),
-            avoid_pools: spec.placement.avoid_pools.clone(),
-            allow_fallback: spec.placement.allow_fallback,
-            session_pool,
+        let mut preq = if self.settings.pools_span_nodes {
+            // The cluster pool of the model places on nodes itself.
+            placement::Request {
+                model_id: model_id.clone(),
+                ctx_needed: spec.ctx.unwrap_or(0),
+                session_pool,
+                ..Default::default()
+            }
+        } else {
+            placement::Request {
+                model_id: model_id.clone(),
+                ctx_needed: spec.ctx.unwrap_or(0),
+                mode: spec.placement.mode,
+                pin_pool_id: spec.placement.pin_pool_id.clone(),
+                pin_node_id: spec.placement.pin_node_id.clone(),
+                prefer_pools: spec.placement.prefer_pools.clone(),
+                avoid_pools: spec.placement.avoid_pools.clone(),
+                allow_fallback: spec.placement.allow_fallback,
+                session_pool,
+            }
         };
         let candidates = self.candidates();
         let mut decision = placement::place(&preq, &candidates).map_err(placement_error)?;
@@ -565,6 +581,15 @@ impl Control {
             prompt: prepared.tokens,
             params: generation_params(&spec, max_tokens),
             session_id: spec.session_id.clone(),
+            correlation_id: spec.correlation_id.clone(),
+            hints: PlacementHints {
+                pin: spec.placement.mode == Mode::Pin,
+                pin_node_id: spec.placement.pin_node_id.clone(),
+                pin_pool_id: spec.placement.pin_pool_id.clone(),
+                prefer: spec.placement.prefer_pools.clone(),
+                avoid: spec.placement.avoid_pools.clone(),
+                allow_fallback: spec.placement.allow_fallback,
+            },
         };
         let undo = |ctl: &Control| {
             ctl.tasks.remove(&task_id);
@@ -1239,17 +1264,23 @@ async fn run_task(ctl: Arc<Control>, entry: Arc<PoolEntry>, q: QueuedTask) {
 async fn drive(ctl: &Control, entry: &PoolEntry, rec: &Arc<TaskRecord>, exec: ExecuteRequest) {
     let node = rec.info.node_id.clone();
     let pool_id = rec.info.pool_id.clone();
+    // Cluster pools count their dispatches per real node themselves.
+    let count = !ctl.settings.pools_span_nodes;
     let mut stream = match entry.client.execute(exec).await {
         Ok(s) => {
-            metrics::counter!(m::TASKS_DISPATCHED_TOTAL,
-                label::NODE_ID => node, label::OUTCOME => m::outcome::OK)
-            .increment(1);
+            if count {
+                metrics::counter!(m::TASKS_DISPATCHED_TOTAL,
+                    label::NODE_ID => node, label::OUTCOME => m::outcome::OK)
+                .increment(1);
+            }
             s
         }
         Err(e) => {
-            metrics::counter!(m::TASKS_DISPATCHED_TOTAL,
-                label::NODE_ID => node, label::OUTCOME => m::outcome::REJECTED)
-            .increment(1);
+            if count {
+                metrics::counter!(m::TASKS_DISPATCHED_TOTAL,
+                    label::NODE_ID => node, label::OUTCOME => m::outcome::REJECTED)
+                .increment(1);
+            }
             fail(rec, e.code, &e.message);
             return;
         }
@@ -1411,6 +1442,14 @@ async fn drive(ctl: &Control, entry: &PoolEntry, rec: &Arc<TaskRecord>, exec: Ex
             TaskEvent::Failed(e) => {
                 fail(rec, e.code, &e.message);
                 return;
+            }
+            TaskEvent::Dispatched { node_id, pool_id } => {
+                rec.span.record("node_id", node_id.as_str());
+                info!(
+                    parent: &rec.span,
+                    human = %format!("dispatched to pool {pool_id} on node {node_id}"),
+                    "task dispatched"
+                );
             }
         }
     }

@@ -10,11 +10,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::ProfileError;
+use super::{client_api_token, guard_client_api, serve_api, ApiServing, ProfileError};
 use crate::api::{self, AppState};
 use crate::backend::cpu::Isa;
 use crate::config::{Config, PoolConfig};
 use crate::control::{Control, ControlSettings, ModelCatalog, ModelLookup};
+use crate::net::auth::ApiToken;
+use crate::net::tls;
 use crate::store::{Catalog, ModelState};
 use crate::telemetry::systemd::Notifier;
 use crate::transport::local::{LocalPool, ModelSource, ResolvedModel};
@@ -33,6 +35,8 @@ pub struct HomeOptions {
     pub isa: Option<Isa>,
     /// Told READY=1 once the pools are Ready and the API listens.
     pub notifier: Option<Notifier>,
+    /// The bearer token (required when the API listens beyond loopback).
+    pub token: Option<Arc<ApiToken>>,
 }
 
 /// A started home profile.
@@ -44,9 +48,12 @@ pub struct Home {
     config: Config,
     notifier: Option<Notifier>,
     gauges: Option<tokio::task::JoinHandle<()>>,
+    /// Set when the client API must require the token.
+    client_token: Option<Arc<ApiToken>>,
 }
 
-struct CatalogSource(Arc<Catalog>);
+/// The catalog as pools and admission see it.
+pub(crate) struct CatalogSource(pub(crate) Arc<Catalog>);
 
 impl ModelSource for CatalogSource {
     fn resolve(&self, model_id: &str) -> Result<ResolvedModel, TransportError> {
@@ -118,11 +125,60 @@ fn pool_spec(
     })
 }
 
+/// Load and self-test every pool of the config (in parallel); they are
+/// Ready when this returns. Shared by the home profile and cloud workers.
+pub(crate) async fn load_pools(
+    cfg: &Config,
+    catalog: &Arc<Catalog>,
+    source: Arc<CatalogSource>,
+    node_id: &str,
+    isa: Isa,
+) -> Result<Vec<Arc<LocalPool>>, ProfileError> {
+    let mut loading = Vec::new();
+    for p in &cfg.pools {
+        let resolved = match catalog.get(&p.model)? {
+            None => {
+                return Err(ProfileError::ModelNotStaged {
+                    pool: p.id.clone(),
+                    model: p.model.clone(),
+                })
+            }
+            Some(e) if e.state != ModelState::Active => {
+                return Err(ProfileError::ModelRetired {
+                    pool: p.id.clone(),
+                    model: p.model.clone(),
+                })
+            }
+            Some(e) => ResolvedModel {
+                path: catalog.model_path(&e),
+                sha256: e.sha256,
+            },
+        };
+        let spec = pool_spec(cfg, p, resolved, isa)?;
+        let id = p.id.clone();
+        loading.push((id, tokio::task::spawn_blocking(move || Pool::start(spec))));
+    }
+    let mut pools = Vec::new();
+    for (id, h) in loading {
+        let pool = h
+            .await
+            .map_err(|e| ProfileError::Runtime(e.to_string()))?
+            .map_err(|source| ProfileError::Pool {
+                pool: id.clone(),
+                source: Box::new(source),
+            })?;
+        info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
+        pools.push(Arc::new(LocalPool::new(pool, node_id, source.clone())));
+    }
+    Ok(pools)
+}
+
 impl Home {
     /// Open the store, load every pool (in parallel) and start the control
     /// side. Pools are Ready when this returns.
     pub async fn start(cfg: Config, opts: HomeOptions) -> Result<Home, ProfileError> {
         let t0 = Instant::now();
+        let client_token = client_api_token(&cfg, opts.token.as_ref())?;
         let dir = cfg.store.dir.clone();
         let catalog = Arc::new(
             tokio::task::spawn_blocking(move || Catalog::open(&dir))
@@ -136,43 +192,7 @@ impl Home {
             .clone()
             .unwrap_or_else(|| LOCAL_NODE_ID.to_string());
         let isa = opts.isa.unwrap_or_else(Isa::detect);
-
-        let mut loading = Vec::new();
-        for p in &cfg.pools {
-            let resolved = match catalog.get(&p.model)? {
-                None => {
-                    return Err(ProfileError::ModelNotStaged {
-                        pool: p.id.clone(),
-                        model: p.model.clone(),
-                    })
-                }
-                Some(e) if e.state != ModelState::Active => {
-                    return Err(ProfileError::ModelRetired {
-                        pool: p.id.clone(),
-                        model: p.model.clone(),
-                    })
-                }
-                Some(e) => ResolvedModel {
-                    path: catalog.model_path(&e),
-                    sha256: e.sha256,
-                },
-            };
-            let spec = pool_spec(&cfg, p, resolved, isa)?;
-            let id = p.id.clone();
-            loading.push((id, tokio::task::spawn_blocking(move || Pool::start(spec))));
-        }
-        let mut pools = Vec::new();
-        for (id, h) in loading {
-            let pool = h
-                .await
-                .map_err(|e| ProfileError::Runtime(e.to_string()))?
-                .map_err(|source| ProfileError::Pool {
-                    pool: id.clone(),
-                    source: Box::new(source),
-                })?;
-            info!(pool_id = %id, human = %format!("pool {id} is Ready"), "pool ready");
-            pools.push(Arc::new(LocalPool::new(pool, &node_id, source.clone())));
-        }
+        let pools = load_pools(&cfg, &catalog, source.clone(), &node_id, isa).await?;
 
         let settings = ControlSettings {
             admission: cfg.admission.clone(),
@@ -206,6 +226,7 @@ impl Home {
             max_body_bytes: cfg.server.max_body_bytes,
             node_id: node_id.into(),
             started: t0,
+            nodes: None,
         };
         info!(
             pools = pools.len(),
@@ -220,6 +241,7 @@ impl Home {
             config: cfg,
             notifier: opts.notifier,
             gauges: Some(gauges),
+            client_token,
         })
     }
 
@@ -233,75 +255,18 @@ impl Home {
         metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProfileError> {
-        let router = api::router(self.state.clone());
-        let addr = listener.local_addr()?;
-        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
-        let control = self.control.clone();
-        let notifier = self.notifier.clone();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        // On the signal: refuse new tasks, give the running ones their
-        // grace, then let the HTTP server close.
-        let drain = async move {
-            shutdown.await;
-            info!(
-                human = "shutting down: no new tasks; finishing in-flight work",
-                "shutdown started"
-            );
-            if let Some(n) = &notifier {
-                let _ = n.notify_stopping();
-            }
-            control.begin_shutdown();
-            let cut = control.finish_in_flight(grace).await;
-            if cut > 0 {
-                warn!(tasks = cut, human = %format!("{cut} task(s) canceled at the end of the shutdown grace"), "tasks cut short");
-            }
-            let _ = stop_tx.send(true);
+        let serving = ApiServing {
+            router: guard_client_api(api::router(self.state.clone()), self.client_token.clone()),
+            metrics_router: api::metrics_router(self.state.clone()),
+            tls: tls::server_config(&self.config.tls)?,
+            grace: Duration::from_millis(self.config.server.shutdown_grace_ms),
+            control: self.control.clone(),
+            notifier: self.notifier.clone(),
         };
-        let metrics_server = metrics_listener.map(|l| {
-            let r = api::metrics_router(self.state.clone());
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                let _ = api::serve(l, r, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            })
-        });
-        if let Some(n) = &self.notifier {
-            let ready = self
-                .control
-                .pool_views()
-                .iter()
-                .filter(|v| v.accepting)
-                .count();
-            let _ = n.notify_status(&format!("serving on {addr}; {ready} pool(s) ready"));
-            if let Err(e) = n.notify_ready() {
-                warn!(error = %e, "could not notify systemd");
-            }
-        }
-        info!(addr = %addr, human = %format!("listening on http://{addr}"), "listening");
-        let mut rx = stop_rx;
-        let server = api::serve(listener, router, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        });
-        tokio::pin!(server);
-        let result = tokio::select! {
-            r = &mut server => r,
-            _ = drain => {
-                // Streams of ended tasks close on their own; do not wait
-                // forever for a client that keeps a connection open.
-                if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
-                    warn!("connections still open after shutdown; closing");
-                }
-                Ok(())
-            }
-        };
-        if let Some(m) = metrics_server {
-            m.abort();
-        }
         // The pools stop even when the server failed.
+        let result = serve_api(serving, listener, metrics_listener, shutdown).await;
         self.shutdown().await;
-        Ok(result?)
+        result
     }
 
     /// Stop the control side and the pools (waits for the engine threads).

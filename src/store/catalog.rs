@@ -262,7 +262,6 @@ impl Catalog {
     }
 
     /// The database, for other tables of the store (the node registry).
-    #[allow(dead_code)]
     pub(in crate::store) fn database(&self) -> &Arc<Database> {
         &self.db
     }

@@ -10,8 +10,10 @@
 //! - `schema`: table definitions, the schema version and migrations.
 //! - `staging`: the file side of staging: temp files, copy-while-hashing,
 //!   fsync, and the clean-up of what a crash left behind.
+//! - `registry`: [`NodeStore`], the control plane's persisted node registry.
 
 mod catalog;
+mod registry;
 mod schema;
 mod staging;
 
@@ -20,6 +22,10 @@ use std::path::PathBuf;
 
 pub use catalog::{
     derive_model_id, Catalog, CatalogEntry, ModelState, StageRequest, VerifyOutcome,
+};
+pub use registry::{
+    GpuRecord, LoadedNodes, NodeRecord, NodeStore, PersistedNodeState, PoolRecord,
+    StagedModelRecord,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -6,9 +6,12 @@
 //! version intact. A newer version is refused, never guessed at.
 //!
 //! To change a table's layout: bump `SCHEMA_VERSION`, keep the old table's
-//! definition here, and add a step to `migrate_step`. New tables (the node
-//! registry) need no migration when they start empty: open them with
-//! `WriteTransaction::open_table`, which creates them.
+//! definition here, and add a step to `migrate_step`. A new table still gets
+//! a version and a step (creating it empty), so an older llorchd refuses a
+//! database whose tables it does not know rather than ignoring them.
+//!
+//! History: 1 → 2 rewrote the catalog (see `v1`); 2 → 3 added the node
+//! registry (`registry_nodes`).
 
 use std::path::Path;
 
@@ -19,13 +22,16 @@ use super::catalog::{CatalogEntry, ModelState};
 use super::StoreError;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// Catalog entries by model id, as JSON (`CatalogEntry`).
 pub(super) const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog_models");
+
+/// Known cloud nodes by node id, as JSON (`NodeRecord`). Since version 3.
+pub(super) const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_nodes");
 
 /// Version 1, the layout of the first development builds. It survives as the
 /// worked example of a migration: entries as JSON in table `models`, with a
@@ -109,6 +115,7 @@ pub(super) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
                 });
             }
             txn.open_table(MODELS).map_err(|e| err(e.into()))?;
+            txn.open_table(NODES).map_err(|e| err(e.into()))?;
         }
     }
     {
@@ -161,6 +168,10 @@ fn migrate_step(txn: &WriteTransaction, from: u64, path: &Path) -> Result<(), St
             }
             drop(new);
             txn.delete_table(v1::MODELS).map_err(|e| err(e.into()))?;
+            Ok(())
+        }
+        2 => {
+            txn.open_table(NODES).map_err(|e| err(e.into()))?;
             Ok(())
         }
         _ => Err(StoreError::NotACatalog {

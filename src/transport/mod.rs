@@ -6,6 +6,7 @@
 //! control side never sees which one it talks to, so there is no home-only
 //! code path. JSON wire shapes live in `api`, not here.
 
+pub mod http;
 pub mod local;
 
 use std::future::Future;
@@ -256,6 +257,20 @@ pub enum Determinism {
     BestEffort,
 }
 
+/// Placement wishes that a pool spanning several nodes honours when it
+/// picks the node (the cloud profile's cluster pools); in-process pools
+/// ignore them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlacementHints {
+    /// `placement.mode` was `pin`.
+    pub pin: bool,
+    pub pin_node_id: Option<String>,
+    pub pin_pool_id: Option<String>,
+    pub prefer: Vec<String>,
+    pub avoid: Vec<String>,
+    pub allow_fallback: bool,
+}
+
 /// A task ready to run on a pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecuteRequest {
@@ -267,6 +282,10 @@ pub struct ExecuteRequest {
     pub params: GenerationParams,
     /// Prefer the slot (and KV cache) this session used last.
     pub session_id: Option<String>,
+    /// Forwarded to remote workers (`X-Correlation-Id`) so that logs join
+    /// across processes.
+    pub correlation_id: String,
+    pub hints: PlacementHints,
 }
 
 /// Why generation ended normally.
@@ -332,6 +351,13 @@ pub enum TaskEvent {
     Token(GeneratedToken),
     Finished(TaskSummary),
     Failed(TransportError),
+    /// A pool spanning nodes handed the task to a worker pool (again, when
+    /// a worker was lost before the first token). In-process pools never
+    /// send it; it may come before or after `Started`.
+    Dispatched {
+        node_id: String,
+        pool_id: String,
+    },
 }
 
 /// The control side's handle on one pool, local or remote.
