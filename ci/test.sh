@@ -37,6 +37,8 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ldd >/dev/null || need_apt+=(libc-bin)
 command -v cc >/dev/null || need_apt+=(build-essential)
+# `ip netns` for the cloud partition test.
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
