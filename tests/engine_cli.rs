@@ -220,3 +220,28 @@ fn bad_inputs_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exceed the context"));
 }
+
+/// `llorchd generate ... | head -c 20`: the reader going away ends the run
+/// quietly, with exit 0 and no error message.
+#[test]
+fn generate_into_a_closed_pipe_stops_quietly() {
+    let mut child = llorchd()
+        .args(["generate", "--chat", "-m"])
+        .arg(real_model(RealModel::Smollm2))
+        .args(["--prompt", "Write a long story.", "--max-tokens", "200"])
+        .args(["--temperature", "0", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}

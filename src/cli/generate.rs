@@ -135,14 +135,22 @@ impl Run for Generate {
                 continue;
             }
             let t = dec.step(&model.tokenizer, fw.logits(0, nv));
-            out.write_all(t.text.as_bytes())?;
-            out.flush()?;
+            // A reader that went away (`| head`) ends generation quietly.
+            match out.write_all(t.text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS)
+                }
+                r => r?,
+            }
             if t.finish.is_some() {
                 break;
             }
             next = vec![t.id];
         }
-        writeln!(out)?;
+        match writeln!(out) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r?,
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
