@@ -1303,26 +1303,38 @@ fn binary_serves_and_stops_on_sigterm() {
     let ready_seen = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let mut msgs = Vec::new();
+        let mut pools = None;
         while let Ok(n) = notify.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-            if msg.lines().any(|l| l == "READY=1") {
-                let pools = http_get(port, "/v2/pools");
-                msgs.push(msg);
-                return (msgs, Some(pools));
+            if pools.is_none() && msg.lines().any(|l| l == "READY=1") {
+                pools = Some(http_get(port, "/v2/pools"));
             }
             msgs.push(msg);
+            // Then a watchdog ping (WATCHDOG_USEC is set below).
+            if pools.is_some() && msgs.iter().any(|m| m == "WATCHDOG=1") {
+                break;
+            }
         }
-        (msgs, None)
+        (msgs, pools)
     });
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_llorchd"))
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let (msgs, pools_at_ready) = ready_seen.join().unwrap();
+    assert!(
+        msgs.iter().any(|m| m.starts_with("STATUS=")),
+        "no STATUS= line: {msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m == "WATCHDOG=1"),
+        "no watchdog ping: {msgs:?}"
+    );
     let pools_at_ready =
         pools_at_ready.unwrap_or_else(|| panic!("no READY=1 within 30 s; got {msgs:?}"));
     let (status, body) = pools_at_ready;
@@ -1335,21 +1347,26 @@ fn binary_serves_and_stops_on_sigterm() {
 
     const TASKS: u64 = 3;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (ok, tokens_out, scrape) = rt.block_on(async {
+    let (ok, tokens_out, texts, scrape) = rt.block_on(async {
         let c = reqwest::Client::new();
         let mut tokens_out = 0;
+        let mut texts = Vec::new();
         for i in 0..TASKS {
             let r = c
                 .post(format!("http://127.0.0.1:{port}/v1/completions"))
-                .json(&json!({"prompt": format!("Hello {i}"), "max_tokens": 4}))
+                .json(
+                    &json!({"prompt": format!("Hello quokka-{i}, tell me a story."),
+                              "max_tokens": 12, "temperature": 0}),
+                )
                 .send()
                 .await
                 .unwrap();
             if r.status() != 200 {
-                return (false, 0, String::new());
+                return (false, 0, texts, String::new());
             }
             let v: Value = r.json().await.unwrap();
             tokens_out += v["usage"]["completion_tokens"].as_u64().unwrap();
+            texts.push(v["choices"][0]["text"].as_str().unwrap().to_string());
         }
         // Pool gauges refresh every second.
         tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -1361,7 +1378,7 @@ fn binary_serves_and_stops_on_sigterm() {
             .text()
             .await
             .unwrap();
-        (true, tokens_out, scrape)
+        (true, tokens_out, texts, scrape)
     });
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -1390,7 +1407,13 @@ fn binary_serves_and_stops_on_sigterm() {
     ] {
         assert!(flat.contains(f), "{f} missing: {flat}");
     }
-    assert!(!logs.contains("Hello"), "the prompt leaked into the logs");
+    assert!(!logs.contains("quokka"), "the prompt leaked into the logs");
+    for t in texts.iter().map(|t| t.trim()).filter(|t| t.len() >= 12) {
+        assert!(
+            !logs.contains(t),
+            "generated text {t:?} leaked into the logs"
+        );
+    }
 
     // The scrape counts what ran and shows the pool as configured.
     let value = |series: &str| -> f64 {
