@@ -98,13 +98,12 @@ fn check_execute(p: &LocalPool, req: &ExecuteWire) -> Result<(), ApiError> {
     if let Some(s) = &req.session_id {
         validate_id(s).map_err(|m| ApiError::invalid(format!("session_id {m}")))?;
     }
-    let engine = p.pool().engine().ok_or_else(|| {
+    let (n_vocab, ctx) = p.limits().ok_or_else(|| {
         ApiError::new(
             crate::transport::ErrorCode::PoolUnavailable,
-            format!("pool {} is stopped", p.pool().id),
+            format!("pool {} is stopped", p.pool_id()),
         )
     })?;
-    let n_vocab = engine.model.hparams.n_vocab;
     if req.prompt.is_empty() || req.prompt.len() > MAX_PROMPT_TOKENS {
         return Err(ApiError::invalid("prompt must hold 1 or more tokens"));
     }
@@ -114,14 +113,14 @@ fn check_execute(p: &LocalPool, req: &ExecuteWire) -> Result<(), ApiError> {
         )));
     }
     let s = &req.params;
-    if s.max_tokens == 0 || req.prompt.len().saturating_add(s.max_tokens) > engine.ctx {
+    if s.max_tokens == 0 || req.prompt.len().saturating_add(s.max_tokens) > ctx {
         return Err(ApiError::new(
             crate::transport::ErrorCode::CtxExceeded,
             format!(
                 "prompt ({} tokens) + max_tokens ({}) exceeds the context of {} tokens",
                 req.prompt.len(),
                 s.max_tokens,
-                engine.ctx
+                ctx
             ),
         ));
     }

@@ -67,6 +67,12 @@ impl LocalPool {
         &self.pool
     }
 
+    /// What the loaded engine accepts: (vocabulary size, context length);
+    /// `None` while the pool is stopped.
+    pub fn limits(&self) -> Option<(usize, usize)> {
+        self.pool.engine().map(|e| (e.model.hparams.n_vocab, e.ctx))
+    }
+
     fn engine(&self) -> Result<Arc<worker::Engine>, TransportError> {
         self.pool.engine().ok_or_else(|| {
             TransportError::new(
