@@ -80,11 +80,11 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
     }
     let nth = pool.n_threads();
     // Row chunks: enough per thread to balance uneven cores, big enough to
-    // amortise the kernel call.
+    // amortise the kernel call (which, for several tokens, lays out the
+    // activations once per call).
     let total_rows: usize = jobs.iter().map(|j| j.w.rows).sum();
-    let target_chunks = nth * 8;
-    let chunk = (total_rows / target_chunks).clamp(16, 512) / 16 * 16;
-    let chunk = chunk.max(16);
+    let (target_chunks, min_chunk) = if n_tok > 1 { (nth * 6, 48) } else { (nth * 8, 16) };
+    let chunk = (total_rows / target_chunks).clamp(min_chunk, 512) / 16 * 16;
     // Chunk list: (job, first row, rows).
     let mut chunks = Vec::with_capacity(total_rows / chunk + jobs.len());
     for (ji, j) in jobs.iter().enumerate() {

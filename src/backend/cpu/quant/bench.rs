@@ -215,7 +215,7 @@ fn probe_gemm() {
         .collect();
     super::tile_q32::TEST_PANEL_BYTES.store(512 << 10, std::sync::atomic::Ordering::Relaxed);
     let old = env("PROBE_OLD").is_some_and(|v| !v.is_empty());
-    super::tile_q32::TEST_NO_PAIRS.store(old, std::sync::atomic::Ordering::Relaxed);
+    super::tile_q32::TEST_NO_ROW_PAIRS.store(old, std::sync::atomic::Ordering::Relaxed);
     let (w, rows) = weights(ty, n, kb << 10);
     let rb = row_bytes(ty, n).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(10);
@@ -241,6 +241,6 @@ fn probe_gemm() {
         line += &format!("  nc={nc}: {gmac:.1} GMAC/s");
     }
     super::tile_q32::TEST_PANEL_BYTES.store(200, std::sync::atomic::Ordering::Relaxed);
-    super::tile_q32::TEST_NO_PAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
-    println!("{line}{}", if old { " (without column pairs)" } else { "" });
+    super::tile_q32::TEST_NO_ROW_PAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
+    println!("{line}{}", if old { " (without the row-pair kernel)" } else { "" });
 }

@@ -45,7 +45,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod tile_q32;
 #[cfg(target_arch = "x86_64")]
-mod tile_q32_pairs;
+mod tile_q32_rows;
 #[cfg(target_arch = "x86_64")]
 mod tile_qk;
 

@@ -35,6 +35,39 @@ pub(super) trait Q32 {
     /// Two consecutive blocks (`p`, `p + SIZE`) in one 512-bit vector, as
     /// `unpack` lays each out. Only called from AVX-512 code.
     unsafe fn unpack2(p: *const u8) -> __m512i;
+    /// The same block of two rows (`a`, `b`) in one 512-bit vector, dwords
+    /// interleaved: lane `2k + j` is dword `k` of row `j`'s `unpack`. Only
+    /// called from AVX-512 VNNI code.
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i;
+}
+
+/// Nibbles of one block of two rows, quant bytes at `a` and `b`, in the
+/// `unpack_rows` layout: lanes 0..8 the low nibbles of dwords 0..4,
+/// lanes 8..16 the high nibbles, rows alternating.
+#[inline(always)]
+unsafe fn nibbles_rows(a: *const u8, b: *const u8) -> __m512i {
+    unsafe {
+        let x = _mm512_castsi128_si512(_mm_loadu_si128(a as *const __m128i));
+        let y = _mm512_castsi128_si512(_mm_loadu_si128(b as *const __m128i));
+        let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 0, 16, 1, 17, 2, 18, 3, 19);
+        let v = _mm512_permutex2var_epi32(x, idx, y);
+        // Dword shifts move bits across bytes; the mask drops them.
+        let v = _mm512_mask_srli_epi32::<4>(v, 0xFF00, v);
+        _mm512_and_si512(v, _mm512_set1_epi8(0x0F))
+    }
+}
+
+/// Sets bit 4 of each byte of a `unpack_rows` vector whose element's bit is
+/// set in its row's `qh` word (`qa` for row 0, `qb` for row 1).
+#[inline(always)]
+unsafe fn with_high_bits_rows(v: __m512i, qa: *const u8, qb: *const u8) -> __m512i {
+    unsafe {
+        // Element 4k + i of row j sits at byte 8k + 4j + i.
+        let a = (qa as *const u32).read_unaligned() as u64;
+        let b = (qb as *const u32).read_unaligned() as u64;
+        let k = _pdep_u64(a, 0x0F0F_0F0F_0F0F_0F0F) | _pdep_u64(b, 0xF0F0_F0F0_F0F0_F0F0);
+        _mm512_mask_or_epi8_compat(v, k)
+    }
 }
 
 /// Nibbles of two blocks whose 16 quant bytes start at `p` and `p + size`:
@@ -95,6 +128,10 @@ impl Q32 for Q4_0 {
     unsafe fn unpack2(p: *const u8) -> __m512i {
         unsafe { nibbles64(p.add(2), Self::SIZE) }
     }
+    #[inline(always)]
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i {
+        unsafe { nibbles_rows(a.add(2), b.add(2)) }
+    }
 }
 
 impl Q32 for Q4_1 {
@@ -109,6 +146,10 @@ impl Q32 for Q4_1 {
     #[inline(always)]
     unsafe fn unpack2(p: *const u8) -> __m512i {
         unsafe { nibbles64(p.add(4), Self::SIZE) }
+    }
+    #[inline(always)]
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i {
+        unsafe { nibbles_rows(a.add(4), b.add(4)) }
     }
 }
 
@@ -135,6 +176,10 @@ impl Q32 for Q5_0 {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i {
+        unsafe { with_high_bits_rows(nibbles_rows(a.add(6), b.add(6)), a.add(2), b.add(2)) }
+    }
 }
 
 impl Q32 for Q5_1 {
@@ -160,6 +205,10 @@ impl Q32 for Q5_1 {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i {
+        unsafe { with_high_bits_rows(nibbles_rows(a.add(8), b.add(8)), a.add(4), b.add(4)) }
+    }
 }
 
 impl Q32 for Q8_0 {
@@ -179,6 +228,15 @@ impl Q32 for Q8_0 {
                 lo,
                 _mm256_loadu_si256(p.add(Self::SIZE + 2) as *const __m256i),
             )
+        }
+    }
+    #[inline(always)]
+    unsafe fn unpack_rows(a: *const u8, b: *const u8) -> __m512i {
+        unsafe {
+            let x = _mm512_castsi256_si512(_mm256_loadu_si256(a.add(2) as *const __m256i));
+            let y = _mm512_castsi256_si512(_mm256_loadu_si256(b.add(2) as *const __m256i));
+            let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            _mm512_permutex2var_epi32(x, idx, y)
         }
     }
 }
@@ -238,7 +296,7 @@ pub(super) const fn lane(r: usize) -> usize {
 /// The header u32s of rows `k..k+4` (those below `R`). A function, not a
 /// closure: closures would not inherit the caller's target features.
 #[inline(always)]
-unsafe fn quad<const R: usize>(wp: &[*const u8; R], off: usize, k: usize) -> __m128i {
+pub(super) unsafe fn quad<const R: usize>(wp: &[*const u8; R], off: usize, k: usize) -> __m128i {
     unsafe {
         let mut h = _mm_cvtsi32_si128(rd_u32(wp[k].add(off)));
         if k + 1 < R {
@@ -286,24 +344,9 @@ pub(super) unsafe fn gemm<W: Q32, A: Arch, const RD: usize, const RT: usize, con
     // The work must run in this function's body, not in a closure: closures
     // do not inherit `#[target_feature]`, and the intrinsics would become
     // calls. gemm never re-enters on a thread, so the pointer is unique.
-    if A::VNNI && CT > 1 && args.nc >= 2 && pairs_enabled() {
-        // Column pairs share 512-bit vectors; an odd last column goes
-        // through the one-column path.
-        let pairs = args.nc / 2;
-        unsafe { super::tile_q32_pairs::gemm::<W>(args, pairs, out, corr_k::<W, A>()) };
-        if args.nc % 2 == 0 {
-            return;
-        }
-        let c = args.nc - 1;
-        let last = GemmArgs {
-            acts: &args.acts[c * args.act_stride..],
-            nc: 1,
-            ..*args
-        };
-        let s = SCRATCH.with(|s| s.as_ptr());
-        return unsafe {
-            gemm_in::<W, A, RD, RT, CT>(&last, &mut out[c * args.out_stride..], &mut *s)
-        };
+    if A::VNNI && CT > 1 && args.nc >= 2 && row_pairs_enabled() {
+        // Two weight rows share each 512-bit vector.
+        return unsafe { super::tile_q32_rows::gemm::<W>(args, out) };
     }
     let s = SCRATCH.with(|s| s.as_ptr());
     unsafe { gemm_in::<W, A, RD, RT, CT>(args, out, &mut *s) }
@@ -409,15 +452,15 @@ pub(super) fn panel_bytes() -> usize {
 pub(super) static TEST_PANEL_BYTES: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(200);
 
-/// The speed probes compare with and without the column-pair kernel.
+/// The speed probes compare with and without the row-pair kernel.
 #[cfg(test)]
-pub(super) static TEST_NO_PAIRS: std::sync::atomic::AtomicBool =
+pub(super) static TEST_NO_ROW_PAIRS: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 #[inline(always)]
-fn pairs_enabled() -> bool {
+fn row_pairs_enabled() -> bool {
     #[cfg(test)]
-    return !TEST_NO_PAIRS.load(std::sync::atomic::Ordering::Relaxed);
+    return !TEST_NO_ROW_PAIRS.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(not(test))]
     true
 }
