@@ -18,13 +18,16 @@
 //! - the scale products `dw[r] * da[c]` of four rows and four columns are one
 //!   16-lane multiply, stored, and each FMA takes its two rows' products as
 //!   one 8-byte broadcast; the Q8_1 min term `m[r] * s[c]` is one 16-lane FMA
-//!   chain per four rows and four columns.
+//!   chain per four rows and four columns. Both are computed one block
+//!   ahead, so the FMAs never wait on the header loads.
+//! - The first pass over a panel of rows prefetches ahead of itself (rows
+//!   stream from memory then), and both rows of an accumulator are reduced
+//!   at once at the end of a tile.
 //!
 //! Lane `4c + r` of the scale vectors is column `c`'s, row `r`'s.
 
 use super::gemm::GemmArgs;
-use super::tile_q32::{act_layout, panel_bytes, prefetch_enabled, quad, Q32};
-use super::tile_q32::PREFETCH_AHEAD;
+use super::tile_q32::{act_layout, panel_bytes, prefetch_enabled, quad, Q32, PREFETCH_AHEAD};
 use core::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -57,9 +60,9 @@ fn grow<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
 }
 
 /// An 8-byte pair of floats broadcast from memory to all 16 lanes:
-/// `[x0 x1 x0 x1 ..]`. In asm, so the compiler keeps the products in memory
-/// and this stays one load (a register broadcast would take the shuffle
-/// port that the permutes need).
+/// `[x0 x1 x0 x1 ..]`. A volatile read, so the compiler keeps the products in
+/// memory and this stays one broadcast load (forwarding the stored vector
+/// would turn it into shuffles, on the port the permutes need).
 #[inline(always)]
 unsafe fn bcast_pair(p: *const f32) -> __m512 {
     unsafe { _mm512_castpd_ps(_mm512_set1_pd((p as *const f64).read_volatile())) }
@@ -125,6 +128,15 @@ unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch)
         let k = corr_k::<W>();
         let (asz, aqs) = act_layout(W::MIN);
         let (nb, nc) = (args.nb, args.nc);
+        // The tiles prefetch `PREFETCH_AHEAD` bytes ahead of themselves; the
+        // first rows are fetched here, while the tables are laid out.
+        if args.w_stride == args.wb && prefetch_enabled() {
+            let w = args.w.as_ptr();
+            let n = PREFETCH_AHEAD.min(args.nr * args.wb);
+            for off in (0..n).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(w.add(off) as *const i8);
+            }
+        }
         let tiles = nc.div_ceil(CT);
         grow(&mut s.acts, tiles * CT * nb, _mm512_setzero_si512());
         grow(&mut s.da, tiles * 2 * nb, _mm512_setzero_ps());
@@ -252,7 +264,7 @@ unsafe fn rows<W: Q32, const C: usize>(
 /// Rows `r0..r0 + n` (`n <= 2 * RP`, the rest padding) against columns
 /// `c0..c0 + C`, `RP` row pairs.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
     args: &GemmArgs<'_>,
     out: &mut [f32],
@@ -275,12 +287,33 @@ unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
         let base = |c: usize| 4 * (c0 + c - 4 * g0);
         let mut acc = [[_mm512_setzero_ps(); C]; RP];
         let mut summs = [_mm512_setzero_ps(); 2];
-        let mut dd = [0f32; 32];
+        // Scale products of two blocks: block b's are computed (and its min
+        // term accumulated) during block b - 1, so the FMAs never wait on
+        // the header loads.
+        let mut dd = [[0f32; 32]; 2];
         // [d0 m0 d1 m1 d2 m2 d3 m3] to [d0 d1 d2 d3] (or m) four times.
         let pick_d = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6);
         let pick_m = _mm512_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7, 1, 3, 5, 7, 1, 3, 5, 7);
+        macro_rules! scales {
+            ($b:expr) => {{
+                let b = $b;
+                let h = _mm512_castps256_ps512(_mm256_cvtph_ps(quad::<4>(&wp, b * W::SIZE, 0)));
+                let dw = _mm512_permutexvar_ps(pick_d, h);
+                let mw = _mm512_permutexvar_ps(pick_m, h);
+                let slot = dd[b & 1].as_mut_ptr();
+                for g in 0..groups {
+                    let i = ((c0 / CT) * nb + b) * 2 + (c0 % CT) / 4 + g;
+                    _mm512_storeu_ps(slot.add(16 * g), _mm512_mul_ps(dw, *t.da.add(i)));
+                    if W::MIN {
+                        // ggml: summs += m * s, one contracted FMA per block.
+                        summs[g] = _mm512_fmadd_ps(mw, *t.s.add(i), summs[g]);
+                    }
+                }
+            }};
+        }
         let contiguous = stream && args.w_stride == args.wb && prefetch_enabled();
         let mut pf = wp[0].wrapping_add(PREFETCH_AHEAD);
+        scales!(0);
         for b in 0..nb {
             let off = b * W::SIZE;
             if contiguous {
@@ -290,17 +323,10 @@ unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
                     pf = pf.wrapping_add(64);
                 }
             }
-            let h = _mm512_castps256_ps512(_mm256_cvtph_ps(quad::<4>(&wp, off, 0)));
-            let dw = _mm512_permutexvar_ps(pick_d, h);
-            let mw = _mm512_permutexvar_ps(pick_m, h);
-            for g in 0..groups {
-                let i = ((c0 / CT) * nb + b) * 2 + (c0 % CT) / 4 + g;
-                _mm512_storeu_ps(dd.as_mut_ptr().add(16 * g), _mm512_mul_ps(dw, *t.da.add(i)));
-                if W::MIN {
-                    // ggml: summs += m * s, one contracted FMA per block.
-                    summs[g] = _mm512_fmadd_ps(mw, *t.s.add(i), summs[g]);
-                }
+            if b + 1 < nb {
+                scales!(b + 1);
             }
+            let dd = dd[b & 1].as_ptr();
             let mut w = [_mm512_setzero_si512(); RP];
             for (rp, v) in w.iter_mut().enumerate() {
                 *v = W::unpack_rows(wp[2 * rp].add(off), wp[2 * rp + 1].add(off));
@@ -318,7 +344,7 @@ unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
                 };
                 for (rp, wv) in w.iter().enumerate() {
                     let l = _mm512_dpbusd_epi32(init, *wv, av);
-                    let d = bcast_pair(dd.as_ptr().add(base(c) + 2 * rp));
+                    let d = bcast_pair(dd.add(base(c) + 2 * rp));
                     fma_into(&mut acc[rp][c], d, _mm512_cvtepi32_ps(l));
                 }
             }
