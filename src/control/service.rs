@@ -495,8 +495,19 @@ impl Control {
                 session_pool,
             }
         };
-        let candidates = self.candidates();
-        let mut decision = placement::place(&preq, &candidates).map_err(placement_error)?;
+        let mut candidates = self.candidates();
+        let mut decision = match placement::place(&preq, &candidates) {
+            Ok(d) => d,
+            Err(PlacementError::NoReadyPool(_)) => {
+                // The periodic health check may not have seen a pool that
+                // just became ready (say, a node's first heartbeat after a
+                // control-plane restart): look at this model's pools now.
+                self.check_model_pools(&model_id).await;
+                candidates = self.candidates();
+                placement::place(&preq, &candidates).map_err(placement_error)?
+            }
+            Err(e) => return Err(placement_error(e)),
+        };
         let entry = self
             .pool(&decision.pool_id)
             .ok_or_else(|| refused(ErrorCode::PoolUnavailable, "the chosen pool went away"))?;
@@ -1015,32 +1026,46 @@ impl Control {
     /// Refresh every pool's status; emit pool and admission gauges.
     pub async fn health_check_all(&self) {
         for entry in self.pools() {
-            let t0 = std::time::Instant::now();
-            let res = tokio::time::timeout(Duration::from_secs(5), entry.client.status()).await;
-            let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            let outcome = match res {
-                Ok(Ok(s)) => {
-                    entry.lock().status = s;
-                    m::outcome::OK
-                }
-                Ok(Err(_)) => {
-                    entry.lock().status.state = PoolState::Unreachable;
-                    m::outcome::ERROR
-                }
-                Err(_) => {
-                    entry.lock().status.state = PoolState::Unreachable;
-                    m::outcome::TIMEOUT
-                }
-            };
-            metrics::counter!(m::POOL_HEALTH_CHECKS_TOTAL,
-                label::POOL_ID => entry.id.clone(), label::OUTCOME => outcome)
-            .increment(1);
-            metrics::histogram!(m::POOL_HEALTH_CHECK_DURATION_MS, label::POOL_ID => entry.id.clone())
-                .record(ms);
-            self.record_pool_gauges(&entry);
-            // A pool that became Ready may take queued work now.
-            entry.wake.notify_one();
+            self.health_check(&entry, Duration::from_secs(5)).await;
         }
+    }
+
+    /// Refresh the status of the pools serving `model_id`, with a short
+    /// timeout: an admission waits on it.
+    async fn check_model_pools(&self, model_id: &str) {
+        for entry in self.pools() {
+            if entry.lock().status.model_id == model_id {
+                self.health_check(&entry, Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn health_check(&self, entry: &Arc<PoolEntry>, limit: Duration) {
+        let t0 = std::time::Instant::now();
+        let res = tokio::time::timeout(limit, entry.client.status()).await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let outcome = match res {
+            Ok(Ok(s)) => {
+                entry.lock().status = s;
+                m::outcome::OK
+            }
+            Ok(Err(_)) => {
+                entry.lock().status.state = PoolState::Unreachable;
+                m::outcome::ERROR
+            }
+            Err(_) => {
+                entry.lock().status.state = PoolState::Unreachable;
+                m::outcome::TIMEOUT
+            }
+        };
+        metrics::counter!(m::POOL_HEALTH_CHECKS_TOTAL,
+            label::POOL_ID => entry.id.clone(), label::OUTCOME => outcome)
+        .increment(1);
+        metrics::histogram!(m::POOL_HEALTH_CHECK_DURATION_MS, label::POOL_ID => entry.id.clone())
+            .record(ms);
+        self.record_pool_gauges(entry);
+        // A pool that became Ready may take queued work now.
+        entry.wake.notify_one();
     }
 
     fn record_pool_gauges(&self, entry: &PoolEntry) {
