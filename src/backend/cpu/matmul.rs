@@ -80,10 +80,14 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
     }
     let nth = pool.n_threads();
     // Row chunks: enough per thread to balance uneven cores, big enough to
-    // amortise the kernel call (which, for several tokens, lays out the
-    // activations once per call).
+    // amortise the kernel call. A call lays out its activations once, which
+    // a batch of a few decode tokens amortises only over longer chunks.
     let total_rows: usize = jobs.iter().map(|j| j.w.rows).sum();
-    let (target_chunks, min_chunk) = if n_tok > 1 { (nth * 6, 48) } else { (nth * 8, 16) };
+    let (target_chunks, min_chunk) = if (2..=16).contains(&n_tok) {
+        (nth * 6, 48)
+    } else {
+        (nth * 8, 16)
+    };
     let chunk = (total_rows / target_chunks).clamp(min_chunk, 512) / 16 * 16;
     // Chunk list: (job, first row, rows).
     let mut chunks = Vec::with_capacity(total_rows / chunk + jobs.len());
