@@ -252,7 +252,7 @@ pub(super) const fn act_layout(min: bool) -> (usize, usize) {
 
 /// The correction folded into the integer dot: `-K * sum(a)` per lane, with
 /// `K` the weight offset, or 128 for Q8_0 on VNNI (weights fed as `w ^ 0x80`).
-const fn corr_k<W: Q32, A: Arch>() -> i32 {
+pub(super) const fn corr_k<W: Q32, A: Arch>() -> i32 {
     if W::SIGNED {
         if A::VNNI {
             128

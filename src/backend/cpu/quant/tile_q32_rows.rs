@@ -27,7 +27,8 @@
 //! Lane `4c + r` of the scale vectors is column `c`'s, row `r`'s.
 
 use super::gemm::GemmArgs;
-use super::tile_q32::{act_layout, panel_bytes, prefetch_enabled, quad, Q32, PREFETCH_AHEAD};
+use super::simd::Vnni;
+use super::tile_q32::{self, act_layout, panel_bytes, prefetch_enabled, quad, Q32, PREFETCH_AHEAD};
 use core::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -111,21 +112,10 @@ pub(super) unsafe fn gemm<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32]) {
     unsafe { gemm_in::<W>(args, out, &mut *s) }
 }
 
-/// The correction folded into the integer dot: `-K * sum(a)` per lane, `K`
-/// the weight offset, or 128 for Q8_0 (its signed weights are fed to
-/// `vpdpbusd` as `w ^ 0x80`). 0: none.
-const fn corr_k<W: Q32>() -> i32 {
-    if W::SIGNED {
-        128
-    } else {
-        W::OFFSET
-    }
-}
-
 #[inline(always)]
 unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch) {
     unsafe {
-        let k = corr_k::<W>();
+        let k = tile_q32::corr_k::<W, Vnni>();
         let (asz, aqs) = act_layout(W::MIN);
         let (nb, nc) = (args.nb, args.nc);
         // The tiles prefetch `PREFETCH_AHEAD` bytes ahead of themselves; the
@@ -337,7 +327,7 @@ unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
             let i0 = ((c0 / CT) * nb + b) * CT + c0 % CT;
             for c in 0..C {
                 let av = *t.acts.add(i0 + c);
-                let init = if corr_k::<W>() == 0 {
+                let init = if tile_q32::corr_k::<W, Vnni>() == 0 {
                     _mm512_setzero_si512()
                 } else {
                     *t.corr.add(i0 + c)
