@@ -10,7 +10,6 @@
 //! Every per-token computation is independent of the rest of the batch, so
 //! a sequence gets bit-identical results alone or batched with others.
 
-use half::f16;
 
 use crate::backend::cpu::matmul::{matmul, MatJob, Matrix};
 use crate::backend::cpu::quant::{self, Kernels};
@@ -18,6 +17,7 @@ use crate::backend::cpu::threadpool::{split_range, SharedMut, ThreadPool};
 use crate::backend::cpu::vec;
 use crate::backend::cpu::Isa;
 
+use super::attention::{self, DecodeScratch, KvSpan, TiledScratch, FA_TILE_Q};
 use super::hparams::{Arch, HParams};
 use super::kv_cache::{KvError, SeqCache};
 use super::weights::{Tensor, Weights};
@@ -129,11 +129,6 @@ struct TokenSlot {
 /// llama.cpp splits a prompt into micro-batches of this many tokens
 /// (`n_ubatch`), counted from the start of the sequence.
 pub const UBATCH: usize = 512;
-/// A micro-batch with at least this many query tokens takes llama.cpp's
-/// tiled attention (`GGML_FA_TILE_Q`), else its one-pass path.
-const FA_TILE_Q: usize = 64;
-/// Keys per tile of the tiled attention (`GGML_FA_TILE_KV`).
-const FA_TILE_KV: usize = 64;
 
 /// The micro-batch `[start, end)` that prompt position `pos` falls in, for a
 /// prompt of `prompt_len` tokens.
@@ -396,53 +391,42 @@ impl Forward {
                 let caches: Vec<&SeqCache> = batch.iter().map(|e| &*e.cache).collect();
                 let attn_out = SharedMut::new(&mut s.attn);
                 let q = &s.q;
-                let work = rows.len() * hp.n_head;
-                let group = hp.n_head / hp.n_head_kv;
+                let (n_kv, group) = (hp.n_head_kv, hp.n_head / hp.n_head_kv);
+                // Work items: a row's query heads that share a KV head,
+                // split into smaller sets of heads when there would be
+                // too few items to keep every thread busy.
+                let nth = self.pool.n_threads();
+                let mut per = group;
+                while per > 1 && rows.len() * n_kv * group.div_ceil(per) < 2 * nth {
+                    per = per.div_ceil(2);
+                }
+                let sets = group.div_ceil(per);
+                let work = rows.len() * n_kv * sets;
                 // A few tasks per thread, so a descheduled thread holds
                 // up little.
-                let n_tasks = work.min(self.pool.n_threads() * 4);
+                let n_tasks = work.min(nth * 4);
                 self.pool.run_tasks(n_tasks, &|task| {
-                    let mut qh = vec![f16::ZERO; hd];
-                    let mut acc = vec![f16::ZERO; hd];
+                    let mut dec = DecodeScratch::default();
                     let mut tile = TiledScratch::new(hd);
                     for wi in split_range(work, task, n_tasks, 1) {
-                        let (ri, h) = (wi / hp.n_head, wi % hp.n_head);
+                        let (ri, kvh, set) = (wi / (n_kv * sets), wi / sets % n_kv, wi % sets);
+                        let h0 = kvh * group + set * per;
+                        let nh = per.min(group - set * per);
                         let t = rows[ri];
                         let slot = slots[t];
                         let cache = caches[slot.entry];
+                        let (k, v) = (&cache.k[il][..], &cache.v[il][..]);
+                        let kv = KvSpan::new(k, v, nkv, kvh * hd, slot.pos, window);
                         // Safety: each (row, head) pair is written by one thread.
-                        let out = unsafe { attn_out.slice(ri * nq + h * hd, hd) };
-                        let qrow = &q[t * nq + h * hd..t * nq + (h + 1) * hd];
+                        let out = unsafe { attn_out.slice(ri * nq + h0 * hd, nh * hd) };
+                        let qrow = &q[t * nq + h0 * hd..t * nq + (h0 + nh) * hd];
                         if slot.tiled {
-                            attend_tiled(
-                                isa,
-                                qrow,
-                                &cache.k[il],
-                                &cache.v[il],
-                                nkv,
-                                (h / group) * hd,
-                                slot.pos,
-                                window,
-                                kq_scale,
-                                &mut tile,
-                                out,
-                            );
-                            continue;
+                            for (qh, oh) in qrow.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+                                attention::attend_tiled(isa, qh, &kv, kq_scale, &mut tile, oh);
+                            }
+                        } else {
+                            attention::decode(isa, qrow, &kv, hd, kq_scale, &mut dec, out);
                         }
-                        attend(
-                            isa,
-                            &q[t * nq + h * hd..t * nq + (h + 1) * hd],
-                            &cache.k[il],
-                            &cache.v[il],
-                            nkv,
-                            (h / group) * hd,
-                            slot.pos,
-                            window,
-                            kq_scale,
-                            &mut qh,
-                            &mut acc,
-                            out,
-                        );
                     }
                 });
             }
@@ -744,309 +728,3 @@ impl RopeRow {
     }
 }
 
-/// One query head over its sequence's cached keys and values: llama.cpp's
-/// single-pass softmax with an F16 value accumulator.
-#[allow(clippy::too_many_arguments)]
-fn attend(
-    isa: Isa,
-    q: &[f32],
-    k_cache: &[u16],
-    v_cache: &[u16],
-    kv_stride: usize,
-    head_off: usize,
-    pos: usize,
-    window: usize,
-    kq_scale: f32,
-    qh: &mut [f16],
-    acc: &mut [f16],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    for (d, &v) in qh.iter_mut().zip(q) {
-        *d = f16::from_f32(v);
-    }
-    acc.iter_mut().for_each(|a| *a = f16::ZERO);
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    let first = if window == usize::MAX {
-        0
-    } else {
-        (pos + 1).saturating_sub(window)
-    };
-    for p in first..=pos {
-        let off = p * kv_stride + head_off;
-        let k = as_f16(&k_cache[off..off + hd]);
-        let v = as_f16(&v_cache[off..off + hd]);
-        let s = vec::vec_dot_f16(isa, k, qh) * kq_scale;
-        let mut ms = 1.0f32;
-        let mut vs = 1.0f32;
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-            vec::vec_scale_f16(acc, ms);
-        } else {
-            vs = (s - m).exp();
-        }
-        vec::vec_mad_f16(acc, v, vs);
-        // ggml's compiled code fuses this multiply-add.
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, a) in out.iter_mut().zip(acc.iter()) {
-        *o = a.to_f32() * inv;
-    }
-}
-
-/// Keys one task keeps converted per KV head; longer spans convert tile by
-/// tile for each query.
-const TILED_CACHE_KEYS: usize = 4096;
-
-/// One KV head's keys and values as f32, converted once for all the
-/// queries of a task that read them (the heads of a group, the tokens of a
-/// prompt). Keys are transposed per tile: dimension `d` of key `j` of tile
-/// `i` at `k[(i * hd + d) * FA_TILE_KV + j]`; values by position.
-#[derive(Default)]
-struct KvTiles {
-    cache: usize,
-    base: usize,
-    hi: usize,
-    k: Vec<f32>,
-    v: Vec<f32>,
-}
-
-/// Per-task buffers of `attend_tiled`.
-struct TiledScratch {
-    heads: Vec<KvTiles>,
-    /// One tile, for spans too long for `heads`.
-    one: KvTiles,
-    k: Vec<f32>,
-    kq: Vec<f32>,
-    kq_in: Vec<f32>,
-    acc: Vec<f32>,
-}
-
-impl TiledScratch {
-    fn new(hd: usize) -> TiledScratch {
-        TiledScratch {
-            heads: Vec::new(),
-            one: KvTiles::default(),
-            k: vec![0.0; hd],
-            kq: vec![0.0; FA_TILE_KV],
-            kq_in: vec![0.0; FA_TILE_KV],
-            acc: vec![0.0; hd],
-        }
-    }
-}
-
-impl KvTiles {
-    /// Makes keys and values `a..b` available; false when the span is too
-    /// long to keep.
-    #[inline(always)]
-    fn ensure(
-        &mut self,
-        kv: (&[u16], &[u16]),
-        kv_stride: usize,
-        head_off: usize,
-        k_row: &mut [f32],
-        a: usize,
-        b: usize,
-    ) -> bool {
-        use half::slice::HalfFloatSliceExt;
-        let hd = k_row.len();
-        let id = kv.0.as_ptr() as usize;
-        if self.cache != id || a < self.base || a > self.hi {
-            self.cache = id;
-            self.base = a / FA_TILE_KV * FA_TILE_KV;
-            self.hi = a;
-        }
-        if b <= self.hi {
-            return true;
-        }
-        let span = b - self.base;
-        if span > TILED_CACHE_KEYS {
-            return false;
-        }
-        let tiles = span.div_ceil(FA_TILE_KV);
-        if self.k.len() < tiles * hd * FA_TILE_KV {
-            self.k.resize(tiles * hd * FA_TILE_KV, 0.0);
-        }
-        if self.v.len() < span * hd {
-            self.v.resize(tiles * FA_TILE_KV * hd, 0.0);
-        }
-        for p in self.hi..b {
-            let off = p * kv_stride + head_off;
-            let (i, j) = ((p - self.base) / FA_TILE_KV, (p - self.base) % FA_TILE_KV);
-            as_f16(&kv.0[off..off + hd]).convert_to_f32_slice(k_row);
-            let kt = &mut self.k[i * hd * FA_TILE_KV..(i + 1) * hd * FA_TILE_KV];
-            for (d, &x) in k_row.iter().enumerate() {
-                kt[d * FA_TILE_KV + j] = x;
-            }
-            let vo = (p - self.base) * hd;
-            as_f16(&kv.1[off..off + hd]).convert_to_f32_slice(&mut self.v[vo..vo + hd]);
-        }
-        self.hi = b;
-        true
-    }
-}
-
-/// One query head as llama.cpp's tiled flash attention computes prompt
-/// micro-batches of 64 or more tokens: f32 query, keys and values (from the
-/// F16 cache), scores by an FMA chain per key, online softmax per tile of
-/// 64 keys (tiles counted from position 0) with ggml's vector `expf`, and an
-/// f32 value accumulator updated by an FMA chain per key.
-#[allow(clippy::too_many_arguments)]
-fn attend_tiled(
-    isa: Isa,
-    q: &[f32],
-    k_cache: &[u16],
-    v_cache: &[u16],
-    kv_stride: usize,
-    head_off: usize,
-    pos: usize,
-    window: usize,
-    kq_scale: f32,
-    t: &mut TiledScratch,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar {
-        // SAFETY: the AVX2 and AVX-512 levels include AVX2, FMA and F16C.
-        return unsafe {
-            attend_tiled_fma(
-                isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
-            )
-        };
-    }
-    attend_tiled_body(
-        isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
-    );
-}
-
-/// `attend_tiled_body` compiled with FMA, so `mul_add` is one instruction
-/// and the loops over keys and dimensions vectorize (each lane keeps its
-/// own FMA chain, so the bits do not change).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_tiled_fma(
-    isa: Isa,
-    q: &[f32],
-    k_cache: &[u16],
-    v_cache: &[u16],
-    kv_stride: usize,
-    head_off: usize,
-    pos: usize,
-    window: usize,
-    kq_scale: f32,
-    t: &mut TiledScratch,
-    out: &mut [f32],
-) {
-    attend_tiled_body(
-        isa, q, k_cache, v_cache, kv_stride, head_off, pos, window, kq_scale, t, out,
-    );
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_tiled_body(
-    isa: Isa,
-    q: &[f32],
-    k_cache: &[u16],
-    v_cache: &[u16],
-    kv_stride: usize,
-    head_off: usize,
-    pos: usize,
-    window: usize,
-    kq_scale: f32,
-    t: &mut TiledScratch,
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    let first = if window == usize::MAX {
-        0
-    } else {
-        (pos + 1).saturating_sub(window)
-    };
-    let TiledScratch {
-        heads,
-        one,
-        k: k_row,
-        kq,
-        kq_in,
-        acc,
-    } = t;
-    let kvh = head_off / hd;
-    if heads.len() <= kvh {
-        heads.resize_with(kvh + 1, KvTiles::default);
-    }
-    let kv = (k_cache, v_cache);
-    let kept = heads[kvh].ensure(kv, kv_stride, head_off, k_row, first, pos + 1);
-    acc.iter_mut().for_each(|a| *a = 0.0);
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    let mut tile0 = first / FA_TILE_KV * FA_TILE_KV;
-    while tile0 <= pos {
-        // Keys of this tile the query sees: tile0 + (j0..j1).
-        let (j0, j1) = (first.max(tile0) - tile0, (pos + 1 - tile0).min(FA_TILE_KV));
-        let (kt, vt, vbase) = if kept {
-            let h = &heads[kvh];
-            let i = (tile0 - h.base) / FA_TILE_KV;
-            let kt = &h.k[i * hd * FA_TILE_KV..(i + 1) * hd * FA_TILE_KV];
-            (kt, &h.v[..], h.base)
-        } else {
-            // Too long to keep: this tile alone, for this query.
-            one.cache = 0;
-            one.ensure(kv, kv_stride, head_off, k_row, tile0 + j0, tile0 + j1);
-            (&one.k[..hd * FA_TILE_KV], &one.v[..], tile0)
-        };
-        kq.iter_mut().for_each(|x| *x = 0.0);
-        for (d, &qd) in q.iter().enumerate() {
-            let row = &kt[d * FA_TILE_KV + j0..d * FA_TILE_KV + j1];
-            for (a, &kd) in kq[j0..j1].iter_mut().zip(row) {
-                *a = kd.mul_add(qd, *a);
-            }
-        }
-        for (j, x) in kq.iter_mut().enumerate() {
-            *x = if (j0..j1).contains(&j) {
-                *x * kq_scale
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if tile_max != f32::NEG_INFINITY {
-            let m_new = m.max(tile_max);
-            if m_new > m {
-                let ms = (m - m_new).exp();
-                vec::vec_scale_f32(acc, ms);
-                sum *= ms;
-            }
-            m = m_new;
-            kq_in.copy_from_slice(kq);
-            sum = (sum as f64 + vec::soft_max_f32(isa, kq, kq_in, m_new)) as f32;
-            // Keys outside j0..j1 weigh 0: ggml's FMA adds exactly nothing.
-            for j in j0..j1 {
-                let vo = (tile0 + j - vbase) * hd;
-                let w = kq[j];
-                for (a, &vd) in acc.iter_mut().zip(&vt[vo..vo + hd]) {
-                    *a = vd.mul_add(w, *a);
-                }
-            }
-        }
-        tile0 += FA_TILE_KV;
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
-    }
-}
-
-fn as_f16(bits: &[u16]) -> &[f16] {
-    // Safety: f16 is a transparent wrapper over u16.
-    unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const f16, bits.len()) }
-}
-
-#[cfg(test)]
-#[path = "forward_tests.rs"]
-mod tests;

@@ -2,6 +2,7 @@
 //! tokenizer, chat template, the forward pass, the KV cache, sampling and
 //! stop strings. Plain synchronous code: no tokio, axum or redb here.
 
+mod attention;
 pub mod chat_template;
 pub mod decode;
 pub mod forward;

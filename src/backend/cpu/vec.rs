@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
 #[path = "vec_x86.rs"]
-mod x86;
+pub(crate) mod x86;
 
 // ---------------------------------------------------------------------------
 // Reductions in ggml's orders.
@@ -447,6 +447,19 @@ pub(crate) fn v_expf_256(x: f32) -> f32 {
         s1 * s1
     } else {
         s2.mul_add(j, s2) * s1
+    }
+}
+
+/// `x[i] = x[i].exp()`, bit for bit libm's `expf` (glibc's), vectorized on
+/// AVX-512.
+pub fn exp_in_place(isa: Isa, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && isa.available() {
+        // SAFETY: AVX-512 is available.
+        return unsafe { x86::exp_in_place_512(x) };
+    }
+    for v in x {
+        *v = v.exp();
     }
 }
 

@@ -1,4 +1,5 @@
-//! `attend_tiled` against a plain statement of the same arithmetic.
+//! `attend_tiled` against a plain statement of the same arithmetic, and
+//! `decode` for groups of heads against `decode_one` head by head.
 
 use super::*;
 use rand::{Rng, SeedableRng};
@@ -12,30 +13,15 @@ struct SpecScratch {
 }
 
 /// The specification: one key at a time, converted for every query.
-#[allow(clippy::too_many_arguments)]
-fn spec_tiled(
-    isa: Isa,
-    q: &[f32],
-    k_cache: &[u16],
-    v_cache: &[u16],
-    kv_stride: usize,
-    head_off: usize,
-    pos: usize,
-    window: usize,
-    kq_scale: f32,
-    out: &mut [f32],
-) {
+fn spec_tiled(isa: Isa, q: &[f32], kv: &KvSpan, kq_scale: f32, out: &mut [f32]) {
+    let (k_cache, v_cache, kv_stride, head_off) = (kv.k, kv.v, kv.stride, kv.head_off);
+    let (first, pos) = (kv.first, kv.last);
     let hd = q.len();
     let mut t = SpecScratch {
         k: vec![0.0; hd],
         kq: vec![0.0; FA_TILE_KV],
         v: vec![0.0; hd],
         acc: vec![0.0; hd],
-    };
-    let first = if window == usize::MAX {
-        0
-    } else {
-        (pos + 1).saturating_sub(window)
     };
     t.acc.iter_mut().for_each(|a| *a = 0.0);
     let mut m = f32::NEG_INFINITY;
@@ -129,18 +115,66 @@ fn tiled_attention_matches_its_specification() {
                     let head_off = (h / group) * hd;
                     let q: Vec<f32> = (0..hd).map(|_| rng.random_range(-1.0f32..1.0)).collect();
                     let (k, v) = (&caches[c].0, &caches[c].1);
-                    attend_tiled(
-                        isa, &q, k, v, kv_stride, head_off, pos, window, 0.125, &mut t, &mut out,
-                    );
+                    let kv = KvSpan::new(k, v, kv_stride, head_off, pos, window);
+                    attend_tiled(isa, &q, &kv, 0.125, &mut t, &mut out);
                     let mut want = vec![0f32; hd];
-                    spec_tiled(
-                        isa, &q, k, v, kv_stride, head_off, pos, window, 0.125, &mut want,
-                    );
+                    spec_tiled(isa, &q, &kv, 0.125, &mut want);
                     let (a, b): (Vec<u32>, Vec<u32>) = (
                         out.iter().map(|x| x.to_bits()).collect(),
                         want.iter().map(|x| x.to_bits()).collect(),
                     );
                     assert_eq!(a, b, "{isa:?} hd {hd} pos {pos} head {h} window {window}");
+                }
+            }
+        }
+    }
+}
+
+/// Every group size and head size the architectures use, spans longer than
+/// a block, windows, scores far apart (exponents on libm's special paths)
+/// and ties: each head of a group gets `decode_one`'s bits.
+#[test]
+fn grouped_decode_equals_one_head_at_a_time() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for &(hd, n_kv_heads, group, n_pos, window, spread) in &[
+        (64usize, 3usize, 3usize, 70usize, usize::MAX, 1.0f32),
+        (64, 2, 5, 600, usize::MAX, 1.0),
+        (128, 2, 4, 300, 100, 1.0),
+        (256, 1, 4, 90, 40, 1.0),
+        (64, 1, 8, 40, usize::MAX, 60.0),
+        (64, 1, 1, 20, usize::MAX, 0.0),
+        (80, 1, 2, 30, usize::MAX, 1.0),
+        (16, 2, 1, 30, 7, 1.0),
+    ] {
+        let kv_stride = hd * n_kv_heads;
+        let mut g = |scale: f32| -> Vec<u16> {
+            (0..n_pos * kv_stride)
+                .map(|_| f16::from_f32(rng.random_range(-scale..=scale)).to_bits())
+                .collect()
+        };
+        let (k, v) = (g(spread.max(0.001)), g(2.0));
+        for isa in Isa::all_available() {
+            let mut sc = DecodeScratch::default();
+            let (mut qh, mut acc) = (vec![f16::ZERO; hd], vec![f16::ZERO; hd]);
+            for pos in [0, 1, n_pos / 2, n_pos - 1] {
+                for kvh in 0..n_kv_heads {
+                    let q: Vec<f32> = (0..group * hd)
+                        .map(|_| rng.random_range(-1.0f32..1.0))
+                        .collect();
+                    let kv = KvSpan::new(&k, &v, kv_stride, kvh * hd, pos, window);
+                    let mut got = vec![0f32; group * hd];
+                    decode(isa, &q, &kv, hd, 0.125, &mut sc, &mut got);
+                    for h in 0..group {
+                        let mut want = vec![0f32; hd];
+                        let qr = &q[h * hd..(h + 1) * hd];
+                        decode_one(isa, qr, &kv, 0.125, &mut qh, &mut acc, &mut want);
+                        let gh = &got[h * hd..(h + 1) * hd];
+                        let (a, b): (Vec<u32>, Vec<u32>) = (
+                            gh.iter().map(|x| x.to_bits()).collect(),
+                            want.iter().map(|x| x.to_bits()).collect(),
+                        );
+                        assert_eq!(a, b, "{isa:?} hd {hd} group {group} pos {pos} head {h}");
+                    }
                 }
             }
         }
