@@ -9,6 +9,8 @@
 //!   path, f32 throughout, softmax per tile of [`FA_TILE_KV`] keys
 //!   ([`attend_tiled`]).
 
+use std::cell::RefCell;
+
 use half::f16;
 
 use crate::backend::cpu::vec;
@@ -75,9 +77,9 @@ impl<'a> KvSpan<'a> {
     }
 }
 
-/// Per-task buffers of [`decode`].
+/// Per-thread buffers of [`decode`].
 #[derive(Default)]
-pub(super) struct DecodeScratch {
+struct DecodeScratch {
     qh: Vec<f16>,
     acc: Vec<f16>,
     #[cfg(target_arch = "x86_64")]
@@ -88,7 +90,14 @@ pub(super) struct DecodeScratch {
 /// `kv`, one pass each over its keys and values; results to `out` (same
 /// layout). Each head's bits are those of [`decode_one`] whatever the
 /// other heads, the ISA's SIMD level allowing.
-pub(super) fn decode(
+pub(super) fn decode(isa: Isa, q: &[f32], kv: &KvSpan, hd: usize, kq_scale: f32, out: &mut [f32]) {
+    thread_local! {
+        static SCRATCH: RefCell<DecodeScratch> = RefCell::new(DecodeScratch::default());
+    }
+    SCRATCH.with_borrow_mut(|sc| decode_with(isa, q, kv, hd, kq_scale, sc, out));
+}
+
+fn decode_with(
     isa: Isa,
     q: &[f32],
     kv: &KvSpan,

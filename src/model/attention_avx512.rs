@@ -14,8 +14,6 @@
 
 use core::arch::x86_64::*;
 
-use half::f16;
-
 use super::KvSpan;
 use crate::backend::cpu::vec;
 use crate::backend::cpu::vec::x86::reduce16;
@@ -23,6 +21,8 @@ use crate::backend::cpu::Isa;
 
 /// Positions per block: the per-position arrays stay in L1.
 const BLK: usize = 256;
+/// Positions ahead that step 1 prefetches.
+const PREFETCH: usize = 8;
 /// Heads per pass.
 const MAX_HEADS: usize = 4;
 
@@ -65,7 +65,10 @@ pub(super) unsafe fn decode_group(
     let mut h0 = 0;
     while h0 < nh {
         let th = (nh - h0).min(MAX_HEADS);
-        let (qs, os) = (&q[h0 * hd..(h0 + th) * hd], &mut out[h0 * hd..(h0 + th) * hd]);
+        let (qs, os) = (
+            &q[h0 * hd..(h0 + th) * hd],
+            &mut out[h0 * hd..(h0 + th) * hd],
+        );
         // SAFETY: as this function's.
         unsafe {
             match th {
@@ -100,8 +103,10 @@ unsafe fn heads<const NH: usize>(
     out: &mut [f32],
 ) {
     unsafe {
-        sc.q.clear();
-        sc.q.extend(q.iter().map(|&x| f16::from_f32(x).to_f32()));
+        sc.q.resize(NH * hd, 0.0);
+        for (d, x) in sc.q.chunks_exact_mut(16).zip(q.chunks_exact(16)) {
+            _mm512_storeu_ps(d.as_mut_ptr(), round_f16(_mm512_loadu_ps(x.as_ptr())));
+        }
         sc.acc.clear();
         sc.acc.resize(NH * hd, 0.0);
         let qp = sc.q.as_ptr();
@@ -114,6 +119,18 @@ unsafe fn heads<const NH: usize>(
             // 1. Scores.
             for i in 0..bn {
                 let k = kp.add((p0 + i) * kv.stride + kv.head_off);
+                // The cache rows of a batch of sequences outgrow L2: fetch
+                // keys (and values, for step 3) a few positions ahead.
+                if p0 + i + PREFETCH <= kv.last {
+                    let ahead = PREFETCH * kv.stride;
+                    for l in (0..hd * 2).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>((k.add(ahead) as *const i8).add(l));
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            (vp.add(ahead + (p0 + i) * kv.stride + kv.head_off) as *const i8)
+                                .add(l),
+                        );
+                    }
+                }
                 let mut s = [[_mm512_setzero_ps(); 4]; NH];
                 for c in (0..hd).step_by(64) {
                     let kc = [
@@ -130,10 +147,7 @@ unsafe fn heads<const NH: usize>(
                     }
                 }
                 for (h, sh) in s.iter().enumerate() {
-                    let t = _mm512_add_ps(
-                        _mm512_add_ps(sh[0], sh[2]),
-                        _mm512_add_ps(sh[1], sh[3]),
-                    );
+                    let t = _mm512_add_ps(_mm512_add_ps(sh[0], sh[2]), _mm512_add_ps(sh[1], sh[3]));
                     *sc.e.get_unchecked_mut(h * BLK + i) = reduce16(t) * kq_scale;
                 }
             }

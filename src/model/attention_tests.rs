@@ -154,7 +154,6 @@ fn grouped_decode_equals_one_head_at_a_time() {
         };
         let (k, v) = (g(spread.max(0.001)), g(2.0));
         for isa in Isa::all_available() {
-            let mut sc = DecodeScratch::default();
             let (mut qh, mut acc) = (vec![f16::ZERO; hd], vec![f16::ZERO; hd]);
             for pos in [0, 1, n_pos / 2, n_pos - 1] {
                 for kvh in 0..n_kv_heads {
@@ -163,7 +162,7 @@ fn grouped_decode_equals_one_head_at_a_time() {
                         .collect();
                     let kv = KvSpan::new(&k, &v, kv_stride, kvh * hd, pos, window);
                     let mut got = vec![0f32; group * hd];
-                    decode(isa, &q, &kv, hd, 0.125, &mut sc, &mut got);
+                    decode(isa, &q, &kv, hd, 0.125, &mut got);
                     for h in 0..group {
                         let mut want = vec![0f32; hd];
                         let qr = &q[h * hd..(h + 1) * hd];
@@ -177,6 +176,37 @@ fn grouped_decode_equals_one_head_at_a_time() {
                     }
                 }
             }
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn probe_decode_speed() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (hd, nkv, group, n_pos) = (64, 3, 3, 64);
+    let stride = hd * nkv;
+    let k: Vec<u16> = (0..n_pos * stride)
+        .map(|_| f16::from_f32(rng.random_range(-1.0f32..1.0)).to_bits())
+        .collect();
+    let v = k.clone();
+    let q: Vec<f32> = (0..group * hd)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let mut out = vec![0f32; group * hd];
+    for isa in Isa::all_available() {
+        for pos in [0usize, 8, 32, 63] {
+            let kv = KvSpan::new(&k, &v, stride, hd, pos, usize::MAX);
+            let n = 20000;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                decode(isa, &q, &kv, hd, 0.125, &mut out);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / n as f64;
+            println!(
+                "{isa:?} pos {pos}: {ns:.0} ns per call, {:.1} ns per head-position",
+                ns / (group * (pos + 1)) as f64
+            );
         }
     }
 }

@@ -10,14 +10,13 @@
 //! Every per-token computation is independent of the rest of the batch, so
 //! a sequence gets bit-identical results alone or batched with others.
 
-
 use crate::backend::cpu::matmul::{matmul, MatJob, Matrix};
 use crate::backend::cpu::quant::{self, Kernels};
 use crate::backend::cpu::threadpool::{split_range, SharedMut, ThreadPool};
 use crate::backend::cpu::vec;
 use crate::backend::cpu::Isa;
 
-use super::attention::{self, DecodeScratch, KvSpan, TiledScratch, FA_TILE_Q};
+use super::attention::{self, KvSpan, TiledScratch, FA_TILE_Q};
 use super::hparams::{Arch, HParams};
 use super::kv_cache::{KvError, SeqCache};
 use super::weights::{Tensor, Weights};
@@ -406,7 +405,6 @@ impl Forward {
                 // up little.
                 let n_tasks = work.min(nth * 4);
                 self.pool.run_tasks(n_tasks, &|task| {
-                    let mut dec = DecodeScratch::default();
                     let mut tile = TiledScratch::new(hd);
                     for wi in split_range(work, task, n_tasks, 1) {
                         let (ri, kvh, set) = (wi / (n_kv * sets), wi / sets % n_kv, wi % sets);
@@ -425,7 +423,7 @@ impl Forward {
                                 attention::attend_tiled(isa, qh, &kv, kq_scale, &mut tile, oh);
                             }
                         } else {
-                            attention::decode(isa, qrow, &kv, hd, kq_scale, &mut dec, out);
+                            attention::decode(isa, qrow, &kv, hd, kq_scale, out);
                         }
                     }
                 });
@@ -727,4 +725,3 @@ impl RopeRow {
         }
     }
 }
-

@@ -316,8 +316,19 @@ fn exp_in_place_equals_libm_expf() {
     check_exp_against_libm((-8.0f32).to_bits(), 1, 1 << 20);
     check_exp_against_libm(0x8000_0000, 1, 1 << 20);
     let edges = [
-        0.0f32, -0.0, 88.0, -88.0, 88.72, -103.28, -103.97, -104.0, f32::INFINITY,
-        f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, -f32::MIN_POSITIVE,
+        0.0f32,
+        -0.0,
+        88.0,
+        -88.0,
+        88.72,
+        -103.28,
+        -103.97,
+        -104.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
     ];
     for &e in &edges {
         check_exp_against_libm(e.to_bits().wrapping_sub(40), 1, 81);

@@ -242,5 +242,12 @@ fn probe_gemm() {
     }
     super::tile_q32::TEST_PANEL_BYTES.store(200, std::sync::atomic::Ordering::Relaxed);
     super::tile_q32::TEST_NO_ROW_PAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
-    println!("{line}{}", if old { " (without the row-pair kernel)" } else { "" });
+    println!(
+        "{line}{}",
+        if old {
+            " (without the row-pair kernel)"
+        } else {
+            ""
+        }
+    );
 }

@@ -9,7 +9,9 @@ use crate::gguf::GgmlType;
 
 macro_rules! q32 {
     ($gemm:ident, $dot:ident, $ty:ident, $scalar:path) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,bmi2")]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,bmi2"
+        )]
         unsafe fn $gemm(args: &GemmArgs<'_>, out: &mut [f32]) {
             unsafe { tile_q32::gemm::<tile_q32::$ty, Vnni, 8, 4, 4>(args, out) }
         }
@@ -27,7 +29,9 @@ q32!(gemm_q8_0, dot_q8_0, Q8_0, dot_scalar::q8_0);
 
 macro_rules! qk {
     ($gemm:ident, $dot:ident, $ty:ident, $scalar:path) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,bmi2")]
+        #[target_feature(
+            enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,bmi2"
+        )]
         unsafe fn $gemm(args: &GemmArgs<'_>, out: &mut [f32]) {
             unsafe { tile_qk::gemm::<tile_qk::$ty, Vnni, 4>(args, out) }
         }

@@ -267,13 +267,14 @@ fn gemm_is_bit_identical_to_vec_dot_for_every_shape() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // One block per row as well as several: the tiled kernels compute each
     // block's scales one block ahead.
-    let shapes = QUANT
-        .into_iter()
-        .chain([F32, F16, BF16])
-        .flat_map(|w| {
-            let ns: &[usize] = if w.block_size() == 256 { &[512] } else { &[96, 32] };
-            ns.iter().map(move |&n| (w, n))
-        });
+    let shapes = QUANT.into_iter().chain([F32, F16, BF16]).flat_map(|w| {
+        let ns: &[usize] = if w.block_size() == 256 {
+            &[512]
+        } else {
+            &[96, 32]
+        };
+        ns.iter().map(move |&n| (w, n))
+    });
     for (weight, n) in shapes {
         let k = kernels(Isa::Scalar, weight).unwrap();
         let (wb, ab) = (k.weight_row_bytes(n).unwrap(), k.act_row_bytes(n).unwrap());

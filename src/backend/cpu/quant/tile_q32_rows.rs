@@ -28,7 +28,7 @@
 
 use super::gemm::GemmArgs;
 use super::simd::Vnni;
-use super::tile_q32::{self, act_layout, panel_bytes, prefetch_enabled, quad, Q32, PREFETCH_AHEAD};
+use super::tile_q32::{self, act_layout, panel_bytes, prefetch_enabled, quad, PREFETCH_AHEAD, Q32};
 use core::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -157,7 +157,9 @@ unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch)
         let lo = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(4));
         let spread = |h: &[u16; CT], at: *mut __m512| {
-            let f = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i)));
+            let f = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(
+                h.as_ptr() as *const __m128i
+            )));
             *at = _mm512_permutexvar_ps(lo, f);
             *at.add(1) = _mm512_permutexvar_ps(hi, f);
         };
@@ -351,7 +353,10 @@ unsafe fn tile<W: Q32, const RP: usize, const C: usize>(
             for (c, a) in accr.iter().enumerate() {
                 let mut v = hsum8_rows(*a);
                 if W::MIN {
-                    v = _mm_add_ps(v, _mm_castpd_ps(_mm_load_sd(sm.as_ptr().add(base(c) + r) as *const f64)));
+                    v = _mm_add_ps(
+                        v,
+                        _mm_castpd_ps(_mm_load_sd(sm.as_ptr().add(base(c) + r) as *const f64)),
+                    );
                 }
                 let o = out.as_mut_ptr().add((c0 + c) * args.out_stride + r0 + r);
                 if r + 1 < n {
