@@ -6,7 +6,9 @@
 
 use crate::gguf::GgmlType;
 
-use super::quant::Kernels;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::quant::{self, Kernels};
 use super::threadpool::{SharedMut, ThreadPool};
 
 /// A row-major weight matrix in the mmap.
@@ -80,8 +82,8 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
     }
     let nth = pool.n_threads();
     // Row chunks: enough per thread to balance uneven cores, big enough to
-    // amortise the kernel call. A call lays out its activations once, which
-    // a batch of a few decode tokens amortises only over longer chunks.
+    // amortise the kernel call (the multi-column kernels lay out their
+    // activation tables once per thread and region, see below).
     let total_rows: usize = jobs.iter().map(|j| j.w.rows).sum();
     let (target_chunks, min_chunk) = if (2..=16).contains(&n_tok) {
         (nth * 6, 48)
@@ -90,7 +92,7 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
     };
     let chunk = (total_rows / target_chunks).clamp(min_chunk, 512) / 16 * 16;
     // Chunk list: (job, first row, rows).
-    let mut chunks = Vec::with_capacity(total_rows / chunk + jobs.len());
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(total_rows / chunk + jobs.len());
     for (ji, j) in jobs.iter().enumerate() {
         let mut r = 0;
         while r < j.w.rows {
@@ -103,27 +105,38 @@ pub fn matmul(pool: &mut ThreadPool, jobs: &[MatJob], n_tok: usize) {
         .iter()
         .map(|j| pieces(n_tok, j.quads.filter(|_| j.k.has_quad_arithmetic())))
         .collect();
+    // The activations stay as they are until the region ends: kernels may
+    // keep what they derive from them across a thread's chunks.
+    static EPOCH: AtomicU64 = AtomicU64::new(0);
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
     pool.run_tasks(chunks.len(), &|c| {
-        let (ji, r0, nr) = chunks[c];
-        let j = &jobs[ji];
-        let rb = j.w.row_bytes();
-        let w = &j.w.data[r0 * rb..(r0 + nr) * rb];
-        for &(t0, nc, quad) in &job_pieces[ji] {
-            let x = &j.x[t0 * j.x_stride..(t0 + nc) * j.x_stride];
-            // Safety: rows r0..r0+nr of tokens t0..t0+nc belong to this chunk only.
-            let out = unsafe {
-                j.out
-                    .slice(t0 * j.out_stride + r0, (nc - 1) * j.out_stride + nr)
-            };
-            let r = if quad {
-                j.k.gemm_quads(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
-            } else {
-                j.k.gemm(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
-            };
-            r.expect("matmul operands are validated when the model loads");
-        }
+        quant::with_activation_epoch(epoch, || run_chunk(jobs, &job_pieces, chunks[c]))
     });
 }
+
+/// One chunk of rows of one job, over every token.
+fn run_chunk(jobs: &[MatJob], pieces: &[Vec<(usize, usize, bool)>], (ji, r0, nr): Chunk) {
+    let j = &jobs[ji];
+    let rb = j.w.row_bytes();
+    let w = &j.w.data[r0 * rb..(r0 + nr) * rb];
+    for &(t0, nc, quad) in &pieces[ji] {
+        let x = &j.x[t0 * j.x_stride..(t0 + nc) * j.x_stride];
+        // Safety: rows r0..r0+nr of tokens t0..t0+nc belong to this chunk only.
+        let out = unsafe {
+            j.out
+                .slice(t0 * j.out_stride + r0, (nc - 1) * j.out_stride + nr)
+        };
+        let r = if quad {
+            j.k.gemm_quads(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
+        } else {
+            j.k.gemm(j.w.cols, w, rb, nr, x, j.x_stride, nc, out, j.out_stride)
+        };
+        r.expect("matmul operands are validated when the model loads");
+    }
+}
+
+/// A job's rows `r0..r0 + nr`: `(job, r0, nr)`.
+type Chunk = (usize, usize, usize);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,30 @@
 //! falls in. Tiled SIMD kernels keep one accumulator chain per pair, so tiling
 //! changes the instruction schedule, never the operations a value sees.
 
+use std::cell::Cell;
+
 use super::{DotFn, GemmFn};
+
+thread_local! {
+    static ACT_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` (gemm calls on this thread) with the caller's promise that an
+/// activation buffer keeps its contents for as long as `epoch` (nonzero)
+/// does: a kernel may then reuse what it derived from the buffer in an
+/// earlier call with the same epoch (its per-column tables), rather than
+/// derive it again for every chunk of rows.
+pub fn with_activation_epoch<R>(epoch: u64, f: impl FnOnce() -> R) -> R {
+    let prev = ACT_EPOCH.replace(epoch);
+    let r = f();
+    ACT_EPOCH.set(prev);
+    r
+}
+
+/// The promise in force (see `with_activation_epoch`); 0: none.
+pub(crate) fn activation_epoch() -> u64 {
+    ACT_EPOCH.get()
+}
 
 /// Validated gemm operands (see `Kernels::gemm`): `nr` weight rows of `wb`
 /// bytes at `w_stride`, `nc` activation rows of `ab` bytes at `act_stride`,

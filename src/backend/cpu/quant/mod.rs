@@ -49,6 +49,8 @@ mod tile_q32_rows;
 #[cfg(target_arch = "x86_64")]
 mod tile_qk;
 
+pub use gemm::with_activation_epoch;
+
 use super::isa::Isa;
 use super::vec;
 use crate::gguf::GgmlType;

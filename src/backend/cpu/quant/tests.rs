@@ -262,6 +262,10 @@ fn float_dots_agree_across_isas() {
     }
 }
 
+/// Epochs for `with_activation_epoch` in these tests, unique per buffer
+/// contents.
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+
 #[test]
 fn gemm_is_bit_identical_to_vec_dot_for_every_shape() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -309,40 +313,47 @@ fn gemm_is_bit_identical_to_vec_dot_for_every_shape() {
                         .collect()
                 })
                 .collect();
-            for nr in [1, 2, 3, 4, 5, 7, 8, 13] {
-                for nc in (1..=10).chain([15, 16, 17, 19]) {
-                    // Every row offset, so tiles start at every position.
-                    for r0 in [0, 1, max_nr - nr] {
-                        if r0 + nr > max_nr {
-                            continue;
-                        }
-                        let out_stride = nr + 2;
-                        let mut out = vec![f32::NAN; out_stride * nc];
-                        k.gemm(
-                            n,
-                            &w[r0 * w_stride..],
-                            w_stride,
-                            nr,
-                            &acts,
-                            a_stride,
-                            nc,
-                            &mut out,
-                            out_stride,
-                        )
-                        .unwrap();
-                        for c in 0..nc {
-                            for r in 0..nr {
-                                assert_eq!(
-                                    out[c * out_stride + r].to_bits(),
-                                    single[c][r0 + r],
-                                    "{weight} {isa} nr {nr} nc {nc} r0 {r0} at ({r}, {c})"
-                                );
+            // Without, then with, the promise that lets a kernel keep its
+            // activation tables across calls (as matmul makes it).
+            EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for epoch in [0, EPOCH.load(std::sync::atomic::Ordering::Relaxed)] {
+                super::with_activation_epoch(epoch, || {
+                    for nr in [1, 2, 3, 4, 5, 7, 8, 13] {
+                        for nc in (1..=10).chain([15, 16, 17, 19]) {
+                            // Every row offset, so tiles start at every position.
+                            for r0 in [0, 1, max_nr - nr] {
+                                if r0 + nr > max_nr {
+                                    continue;
+                                }
+                                let out_stride = nr + 2;
+                                let mut out = vec![f32::NAN; out_stride * nc];
+                                k.gemm(
+                                    n,
+                                    &w[r0 * w_stride..],
+                                    w_stride,
+                                    nr,
+                                    &acts,
+                                    a_stride,
+                                    nc,
+                                    &mut out,
+                                    out_stride,
+                                )
+                                .unwrap();
+                                for c in 0..nc {
+                                    for r in 0..nr {
+                                        assert_eq!(
+                                            out[c * out_stride + r].to_bits(),
+                                            single[c][r0 + r],
+                                            "{weight} {isa} nr {nr} nc {nc} r0 {r0} at ({r}, {c})"
+                                        );
+                                    }
+                                    // Padding between output rows is untouched.
+                                    assert!(out[c * out_stride + nr].is_nan());
+                                }
                             }
-                            // Padding between output rows is untouched.
-                            assert!(out[c * out_stride + nr].is_nan());
                         }
                     }
-                }
+                });
             }
         }
     }
@@ -515,5 +526,49 @@ fn real_model_tensors() {
             }
         }
         assert!(!seen.is_empty());
+    }
+}
+
+/// Under one activation epoch the multi-column kernels reuse their tables
+/// (so the buffer must not change); a new epoch derives them again.
+#[test]
+fn activation_tables_are_reused_within_an_epoch_only() {
+    if !Isa::Avx512.available() {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (n, nr, nc) = (96, 8, 8);
+    for weight in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+        let k = kernels(Isa::Avx512, weight).unwrap();
+        let (wb, ab) = (k.weight_row_bytes(n).unwrap(), k.act_row_bytes(n).unwrap());
+        let w: Vec<u8> = (0..nr)
+            .flat_map(|r| quantize(weight, &rand_row(&mut rng, n, r)))
+            .collect();
+        let acts_of = |rng: &mut ChaCha8Rng| -> Vec<u8> {
+            (0..nc)
+                .flat_map(|c| quantize_act_row(weight, &rand_row(rng, n, c + 2)))
+                .collect()
+        };
+        let run = |acts: &[u8], epoch: u64| -> Vec<u32> {
+            let mut out = vec![0f32; nr * nc];
+            super::with_activation_epoch(epoch, || {
+                k.gemm(n, &w, wb, nr, acts, ab, nc, &mut out, nr).unwrap()
+            });
+            out.iter().map(|x| x.to_bits()).collect()
+        };
+        let mut acts = acts_of(&mut rng);
+        let plain = run(&acts, 0);
+        let e1 = EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = run(&acts, e1);
+        assert_eq!(first, plain, "{weight}");
+        // New contents in the same buffer.
+        let fresh = acts_of(&mut rng);
+        acts.copy_from_slice(&fresh);
+        assert_eq!(run(&acts, e1), first, "{weight}: the epoch's tables are kept");
+        // A call without the promise lays out its own tables.
+        let want = run(&acts, 0);
+        assert_ne!(want, first, "{weight}");
+        let e2 = EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(run(&acts, e2), want, "{weight}: a new epoch lays them out again");
     }
 }

@@ -48,6 +48,10 @@ struct Scratch {
     da: Vec<__m512>,
     /// `[..][group]`: the Q8_1 sums `s`, laid out likewise.
     s: Vec<__m512>,
+    /// What the tables hold: activation epoch (see
+    /// `gemm::with_activation_epoch`), buffer, stride, columns, blocks,
+    /// correction factor, min term. None: nothing reusable.
+    of: Option<(u64, usize, usize, usize, usize, i32, bool)>,
 }
 
 thread_local! {
@@ -116,7 +120,6 @@ pub(super) unsafe fn gemm<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32]) {
 unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch) {
     unsafe {
         let k = tile_q32::corr_k::<W, Vnni>();
-        let (asz, aqs) = act_layout(W::MIN);
         let (nb, nc) = (args.nb, args.nc);
         // The tiles prefetch `PREFETCH_AHEAD` bytes ahead of themselves; the
         // first rows are fetched here, while the tables are laid out.
@@ -127,6 +130,65 @@ unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch)
                 _mm_prefetch::<_MM_HINT_T0>(w.add(off) as *const i8);
             }
         }
+        let epoch = super::gemm::activation_epoch();
+        let of = (
+            epoch,
+            args.acts.as_ptr() as usize,
+            args.act_stride,
+            nc,
+            nb,
+            k,
+            W::MIN,
+        );
+        if epoch == 0 || s.of != Some(of) {
+            s.of = None;
+            lay_out::<W>(args, s, k);
+            if epoch != 0 {
+                s.of = Some(of);
+            }
+        }
+        let t = Tables {
+            nb,
+            acts: s.acts.as_ptr(),
+            corr: s.corr.as_ptr(),
+            da: s.da.as_ptr(),
+            s: s.s.as_ptr(),
+        };
+
+        // Panels of rows stay in L2 while every column tile passes over
+        // them; the first pass streams them in, with software prefetch.
+        let nr = args.nr;
+        let panel = (panel_bytes() / args.wb.max(1)).max(4) / 4 * 4;
+        let mut p0 = 0;
+        while p0 < nr {
+            let p1 = nr.min(p0 + panel);
+            let mut c = 0;
+            while c + CT <= nc {
+                rows::<W, CT>(args, out, &t, p0, p1, c, c == 0);
+                c += CT;
+            }
+            // The rest in tiles of 4, 2, 1 columns: none straddles a group.
+            for w in [4, 2, 1] {
+                if nc - c >= w {
+                    match w {
+                        4 => rows::<W, 4>(args, out, &t, p0, p1, c, c == 0),
+                        2 => rows::<W, 2>(args, out, &t, p0, p1, c, c == 0),
+                        _ => rows::<W, 1>(args, out, &t, p0, p1, c, c == 0),
+                    }
+                    c += w;
+                }
+            }
+            p0 = p1;
+        }
+    }
+}
+
+/// Lays out the activation tables of `args`'s columns in `s`.
+#[inline(always)]
+unsafe fn lay_out<W: Q32>(args: &GemmArgs<'_>, s: &mut Scratch, k: i32) {
+    unsafe {
+        let (asz, aqs) = act_layout(W::MIN);
+        let (nb, nc) = (args.nb, args.nc);
         let tiles = nc.div_ceil(CT);
         grow(&mut s.acts, tiles * CT * nb, _mm512_setzero_si512());
         grow(&mut s.da, tiles * 2 * nb, _mm512_setzero_ps());
@@ -179,39 +241,6 @@ unsafe fn gemm_in<W: Q32>(args: &GemmArgs<'_>, out: &mut [f32], s: &mut Scratch)
                     spread(&sv, s.s.as_mut_ptr().add(i));
                 }
             }
-        }
-        let t = Tables {
-            nb,
-            acts: s.acts.as_ptr(),
-            corr: s.corr.as_ptr(),
-            da: s.da.as_ptr(),
-            s: s.s.as_ptr(),
-        };
-
-        // Panels of rows stay in L2 while every column tile passes over
-        // them; the first pass streams them in, with software prefetch.
-        let nr = args.nr;
-        let panel = (panel_bytes() / args.wb.max(1)).max(4) / 4 * 4;
-        let mut p0 = 0;
-        while p0 < nr {
-            let p1 = nr.min(p0 + panel);
-            let mut c = 0;
-            while c + CT <= nc {
-                rows::<W, CT>(args, out, &t, p0, p1, c, c == 0);
-                c += CT;
-            }
-            // The rest in tiles of 4, 2, 1 columns: none straddles a group.
-            for w in [4, 2, 1] {
-                if nc - c >= w {
-                    match w {
-                        4 => rows::<W, 4>(args, out, &t, p0, p1, c, c == 0),
-                        2 => rows::<W, 2>(args, out, &t, p0, p1, c, c == 0),
-                        _ => rows::<W, 1>(args, out, &t, p0, p1, c, c == 0),
-                    }
-                    c += w;
-                }
-            }
-            p0 = p1;
         }
     }
 }
