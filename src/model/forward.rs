@@ -86,7 +86,6 @@ fn job<'a>(
 #[derive(Default)]
 struct Scratch {
     x: Vec<f32>,
-    xn: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -218,7 +217,6 @@ impl Forward {
         let (ne, nq, nkv, nff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
         let s = &mut self.s;
         grow(&mut s.x, n_tok * ne);
-        grow(&mut s.xn, n_tok * ne);
         grow(&mut s.q, n_tok * nq);
         grow(&mut s.k, n_tok * nkv);
         grow(&mut s.v, n_tok * nkv);
@@ -251,21 +249,23 @@ impl Forward {
 
         let isa = self.isa;
         let n_layer = hp.n_layer;
+        // The previous block's output, not yet added to the residual stream
+        // (with that block's post-norm): the next block's input pass adds it.
+        let mut pending: Option<Option<&Tensor>> = None;
         for (il, lw) in w.layers.iter().enumerate() {
-            // Attention block input.
-            rms_norm_rows(
-                &mut self.pool,
-                &s.x[..n_tok * ne],
-                &mut s.xn[..n_tok * ne],
-                ne,
-                lw.attn_norm.f32s(),
-                hp.norm_eps,
-            );
-
             // Q, K, V projections in one parallel region.
             {
                 let k = lw.wq.kernels(isa);
-                let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_tok * ne], ne, &mut s.xq);
+                let stride = block_input(
+                    &mut self.pool,
+                    &mut s.x[..n_tok * ne],
+                    pending.map(|post| (&s.proj[..n_tok * ne], post)),
+                    ne,
+                    lw.attn_norm.f32s(),
+                    hp.norm_eps,
+                    &k,
+                    &mut s.xq,
+                );
                 let jobs = [
                     job(isa, &lw.wq, &s.xq, stride, &mut s.q, nq, Some(&quad)),
                     job(isa, &lw.wk, &s.xq, stride, &mut s.k, nkv, Some(&quad)),
@@ -458,29 +458,20 @@ impl Forward {
             };
             // After the last layer's selection every row stands alone.
             let ffn_quads = if last { None } else { Some(&quad[..]) };
-            if let Some(pn) = &lw.post_attn_norm {
-                rms_norm_in_place(
-                    &mut self.pool,
-                    &mut s.proj[..n_rows * ne],
-                    ne,
-                    pn.f32s(),
-                    hp.norm_eps,
-                );
-            }
-            add_assign(&mut s.x[..n_rows * ne], &s.proj[..n_rows * ne]);
 
             // Feed-forward block.
-            rms_norm_rows(
-                &mut self.pool,
-                &s.x[..n_rows * ne],
-                &mut s.xn[..n_rows * ne],
-                ne,
-                lw.ffn_norm.f32s(),
-                hp.norm_eps,
-            );
             {
                 let k = lw.ffn_gate.kernels(isa);
-                let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_rows * ne], ne, &mut s.xq);
+                let stride = block_input(
+                    &mut self.pool,
+                    &mut s.x[..n_rows * ne],
+                    Some((&s.proj[..n_rows * ne], lw.post_attn_norm.as_ref())),
+                    ne,
+                    lw.ffn_norm.f32s(),
+                    hp.norm_eps,
+                    &k,
+                    &mut s.xq,
+                );
                 let jobs = [
                     job(
                         isa,
@@ -496,33 +487,36 @@ impl Forward {
                 matmul(&mut self.pool, &jobs, n_rows);
             }
             {
-                // Row by row: each row's SIMD body and tail are as in ggml.
-                let h = SharedMut::new(&mut s.hidden[..n_rows * nff]);
+                // The gated activation and its quantization, row by row
+                // (each row's SIMD body and tail as in ggml).
+                let k = lw.ffn_down.kernels(isa);
+                let stride = k
+                    .act_row_bytes(nff)
+                    .expect("activation rows are whole blocks");
+                if s.hq.len() < n_rows * stride {
+                    s.hq.resize(n_rows * stride, 0);
+                }
+                let (h, hq) = (
+                    SharedMut::new(&mut s.hidden[..n_rows * nff]),
+                    SharedMut::new(&mut s.hq),
+                );
                 let (g, u) = (&s.gate, &s.up);
                 let gemma = hp.arch == Arch::Gemma3;
                 par_rows(&mut self.pool, n_rows, nff, &|rr| {
                     for r in rr {
                         let o = r * nff;
                         // Safety: each row is written by one task.
-                        let hr = unsafe { h.slice(o, nff) };
+                        let (hr, qr) = unsafe { (h.slice(o, nff), hq.slice(r * stride, stride)) };
                         let (gr, ur) = (&g[o..o + nff], &u[o..o + nff]);
                         if gemma {
                             vec::vec_geglu_f32(hr, gr, ur);
                         } else {
                             vec::vec_swiglu_f32(isa, hr, gr, ur);
                         }
+                        k.quantize_act(hr, qr)
+                            .expect("activation buffers are sized above");
                     }
                 });
-            }
-            {
-                let k = lw.ffn_down.kernels(isa);
-                let stride = quantize_rows(
-                    &mut self.pool,
-                    &k,
-                    &s.hidden[..n_rows * nff],
-                    nff,
-                    &mut s.hq,
-                );
                 let jobs = [job(
                     isa,
                     &lw.ffn_down,
@@ -534,16 +528,7 @@ impl Forward {
                 )];
                 matmul(&mut self.pool, &jobs, n_rows);
             }
-            if let Some(pn) = &lw.post_ffn_norm {
-                rms_norm_in_place(
-                    &mut self.pool,
-                    &mut s.proj[..n_rows * ne],
-                    ne,
-                    pn.f32s(),
-                    hp.norm_eps,
-                );
-            }
-            add_assign(&mut s.x[..n_rows * ne], &s.proj[..n_rows * ne]);
+            pending = Some(lw.post_ffn_norm.as_ref());
         }
 
         // Output head for the rows that want logits (now rows 0..n_out of x).
@@ -552,16 +537,17 @@ impl Forward {
         if n_out > 0 {
             let nv = hp.n_vocab;
             grow(&mut s.logits, n_out * nv);
-            rms_norm_rows(
+            let k = w.output.kernels(isa);
+            let stride = block_input(
                 &mut self.pool,
-                &s.x[..n_out * ne],
-                &mut s.xn[..n_out * ne],
+                &mut s.x[..n_out * ne],
+                pending.map(|post| (&s.proj[..n_out * ne], post)),
                 ne,
                 w.output_norm.f32s(),
                 hp.norm_eps,
+                &k,
+                &mut s.xq,
             );
-            let k = w.output.kernels(isa);
-            let stride = quantize_rows(&mut self.pool, &k, &s.xn[..n_out * ne], ne, &mut s.xq);
             let jobs = [job(isa, &w.output, &s.xq, stride, &mut s.logits, nv, None)];
             matmul(&mut self.pool, &jobs, n_out);
             if hp.final_logit_softcap > 0.0 {
@@ -579,10 +565,11 @@ impl Forward {
     }
 }
 
-/// Elements per task for the element-wise passes: smaller passes (decode
-/// steps) run on the calling thread, where a parallel region costs more
-/// than it saves.
-const PAR_GRAIN: usize = 16 * 1024;
+/// Elements per task for the row-wise passes (norms, quantization, RoPE,
+/// gated activations): one token's passes, and other passes this small, run
+/// on the calling thread, where a parallel region costs more than it saves;
+/// a batch of decode tokens splits by rows.
+const PAR_GRAIN: usize = 2 * 1024;
 
 /// Runs `f` on row ranges that cover `0..n_rows` (rows of `row_len`
 /// elements), across the pool when the pass is large enough. Rows are
@@ -629,15 +616,50 @@ fn quantize_rows(
     stride
 }
 
-fn rms_norm_rows(pool: &mut ThreadPool, x: &[f32], y: &mut [f32], n: usize, w: &[f32], eps: f32) {
-    let ys = SharedMut::new(y);
-    par_rows(pool, x.len() / n, n, &|rr| {
+/// A block's input, row by row across the pool: the previous block's
+/// output `add` (after that block's post-norm, if it has one) joins the
+/// residual stream `x`, which is then normalized with `norm` and quantized
+/// for `k` into `xq`. Returns the quantized row stride.
+#[allow(clippy::too_many_arguments)]
+fn block_input(
+    pool: &mut ThreadPool,
+    x: &mut [f32],
+    add: Option<(&[f32], Option<&Tensor>)>,
+    n: usize,
+    norm: &[f32],
+    eps: f32,
+    k: &Kernels,
+    xq: &mut Vec<u8>,
+) -> usize {
+    let stride = k
+        .act_row_bytes(n)
+        .expect("activation rows are whole blocks");
+    let rows = x.len() / n;
+    if xq.len() < rows * stride {
+        xq.resize(rows * stride, 0);
+    }
+    let (xs, q) = (SharedMut::new(x), SharedMut::new(xq));
+    par_rows(pool, rows, n, &|rr| {
+        let mut tmp = vec![0.0f32; n];
         for r in rr {
-            // Safety: each row is written by one task.
-            let yr = unsafe { ys.slice(r * n, n) };
-            vec::rms_norm_mul(yr, &x[r * n..(r + 1) * n], w, eps);
+            // Safety: each row is touched by one task.
+            let (xr, qr) = unsafe { (xs.slice(r * n, n), q.slice(r * stride, stride)) };
+            if let Some((p, post)) = add {
+                let pr = &p[r * n..(r + 1) * n];
+                match post {
+                    Some(w) => {
+                        vec::rms_norm_mul(&mut tmp, pr, w.f32s(), eps);
+                        add_assign(xr, &tmp);
+                    }
+                    None => add_assign(xr, pr),
+                }
+            }
+            vec::rms_norm_mul(&mut tmp, xr, norm, eps);
+            k.quantize_act(&tmp, qr)
+                .expect("activation buffers are sized above");
         }
     });
+    stride
 }
 
 fn rms_norm_in_place(pool: &mut ThreadPool, x: &mut [f32], n: usize, w: &[f32], eps: f32) {
