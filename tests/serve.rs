@@ -1035,12 +1035,13 @@ async fn wait_idle(srv: &Server, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_clients_that_hang_up_cancel_their_work() {
     let srv = Server::start(|_| {}).await;
+    // Greedy replies that run to max_tokens (a sampled one may end early).
     // Streaming: read a few chunks, then drop the connection.
     let resp = srv
         .client
         .post(srv.url("/v1/chat/completions"))
         .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "Write a long story."}],
-                      "max_tokens": 400, "stream": true}))
+                      "max_tokens": 400, "temperature": 0, "stream": true}))
         .send()
         .await
         .unwrap();
@@ -1063,7 +1064,7 @@ async fn openai_clients_that_hang_up_cancel_their_work() {
         .unwrap();
     let r = short
         .post(srv.url("/v1/completions"))
-        .json(&json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400}))
+        .json(&json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0}))
         .send()
         .await;
     assert!(r.is_err(), "the request should time out on the client");
@@ -1242,8 +1243,13 @@ async fn graceful_shutdown_finishes_then_cancels() {
         c.server.shutdown_grace_ms = 300;
     })
     .await;
+    // Greedy counting runs to max_tokens (a sampled reply may end early).
     let long = srv
-        .submit(json!({"prompt": "Count slowly:", "max_tokens": 400}))
+        .submit(json!({
+            "prompt": "Count from 1 to 1000: 1, 2, 3, 4,",
+            "max_tokens": 400,
+            "temperature": 0.0
+        }))
         .await;
     let resp = srv
         .client

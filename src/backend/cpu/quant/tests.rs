@@ -564,11 +564,19 @@ fn activation_tables_are_reused_within_an_epoch_only() {
         // New contents in the same buffer.
         let fresh = acts_of(&mut rng);
         acts.copy_from_slice(&fresh);
-        assert_eq!(run(&acts, e1), first, "{weight}: the epoch's tables are kept");
+        assert_eq!(
+            run(&acts, e1),
+            first,
+            "{weight}: the epoch's tables are kept"
+        );
         // A call without the promise lays out its own tables.
         let want = run(&acts, 0);
         assert_ne!(want, first, "{weight}");
         let e2 = EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(run(&acts, e2), want, "{weight}: a new epoch lays them out again");
+        assert_eq!(
+            run(&acts, e2),
+            want,
+            "{weight}: a new epoch lays them out again"
+        );
     }
 }
