@@ -194,9 +194,9 @@ async fn main() {
         }
         "streams" => {
             println!(
-                "| concurrent streams | tokens | wall s | aggregate tok/s | per stream tok/s |"
+                "| concurrent streams | tokens | wall s | aggregate tok/s | per stream tok/s | median first token ms |"
             );
-            println!("| ---: | ---: | ---: | ---: | ---: |");
+            println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
             let mut single = 0.0;
             for c in [1usize, 4, 8] {
                 let t0 = Instant::now();
@@ -210,9 +210,11 @@ async fn main() {
                         ))
                     })
                     .collect();
-                let mut total = 0;
+                let (mut total, mut firsts) = (0, Vec::new());
                 for r in runs {
-                    total += r.await.unwrap().1;
+                    let (first, n, _) = r.await.unwrap();
+                    total += n;
+                    firsts.push(first.as_secs_f64() * 1000.0);
                 }
                 let wall = t0.elapsed().as_secs_f64();
                 let agg = total as f64 / wall;
@@ -220,8 +222,9 @@ async fn main() {
                     single = agg;
                 }
                 println!(
-                    "| {c} | {total} | {wall:.2} | {agg:.1} | {:.1} |",
-                    agg / c as f64
+                    "| {c} | {total} | {wall:.2} | {agg:.1} | {:.1} | {:.0} |",
+                    agg / c as f64,
+                    stats(firsts).0
                 );
                 if c == 8 && single > 0.0 {
                     println!("8 streams / 1 stream: {:.2}x", agg / single);
