@@ -210,6 +210,29 @@ impl Dir {
         .unwrap();
         cfg
     }
+
+    /// A control plane `name` on a free port of 127.0.0.1, `extra` added to
+    /// its config: the process and its URL.
+    fn spawn_control(&self, name: &str, extra: &str) -> (Proc, String) {
+        let port = free_port();
+        let cfg = self.control(name, &format!("127.0.0.1:{port}"), extra);
+        (
+            Proc::spawn(name, &cfg, &[], None),
+            format!("http://127.0.0.1:{port}"),
+        )
+    }
+
+    /// A worker `name` on a free port of 127.0.0.1 that registers with
+    /// `controls`, serving SmolLM2 if `smollm2`, `extra` added to its config.
+    fn spawn_worker(&self, name: &str, controls: &[String], smollm2: bool, extra: &str) -> Proc {
+        let bind = format!("127.0.0.1:{}", free_port());
+        Proc::spawn(
+            name,
+            &self.worker(name, &bind, controls, smollm2, extra),
+            &[],
+            None,
+        )
+    }
 }
 
 /// An HTTP client for the tests: no proxy, optional TLS material.
@@ -423,39 +446,10 @@ fn rt() -> tokio::runtime::Runtime {
 fn registration_availability_placement_and_auth() {
     let d = Dir::new();
     d.stage_smollm2("w1");
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let _cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
+    let (_cp, cp_url) = d.spawn_control("cp", "");
     // w1 holds SmolLM2; w2 holds nothing; w3 has the wrong token.
-    let w1 = Proc::spawn(
-        "w1",
-        &d.worker(
-            "w1",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            true,
-            "",
-        ),
-        &[],
-        None,
-    );
-    let mut w2 = Proc::spawn(
-        "w2",
-        &d.worker(
-            "w2",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            false,
-            "",
-        ),
-        &[],
-        None,
-    );
+    let w1 = d.spawn_worker("w1", std::slice::from_ref(&cp_url), true, "");
+    let mut w2 = d.spawn_worker("w2", std::slice::from_ref(&cp_url), false, "");
     let w3 = Proc::spawn(
         "w3",
         &d.worker(
@@ -557,14 +551,7 @@ fn registration_availability_placement_and_auth() {
 fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
     let d = Dir::new();
     d.stage_smollm2("w1");
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
+    let (cp, cp_url) = d.spawn_control("cp", "");
     let w1_port = free_port();
     let mut w1 = Proc::spawn(
         "w1",
@@ -634,26 +621,8 @@ fn a_worker_killed_mid_stream_is_lost_offline_and_accepted_back() {
 #[test]
 fn a_frozen_worker_goes_offline_and_comes_back() {
     let d = Dir::new();
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let _cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
-    let w1 = Proc::spawn(
-        "w1",
-        &d.worker(
-            "w1",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            false,
-            "",
-        ),
-        &[],
-        None,
-    );
+    let (_cp, cp_url) = d.spawn_control("cp", "");
+    let w1 = d.spawn_worker("w1", std::slice::from_ref(&cp_url), false, "");
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
@@ -688,27 +657,10 @@ fn tasks_move_to_the_other_holder() {
     let d = Dir::new();
     d.stage_smollm2("w1");
     d.stage_smollm2("w2");
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
+    let (cp, cp_url) = d.spawn_control("cp", "");
     let urls = [cp_url.clone()];
-    let mut w1 = Proc::spawn(
-        "w1",
-        &d.worker("w1", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
-        &[],
-        None,
-    );
-    let _w2 = Proc::spawn(
-        "w2",
-        &d.worker("w2", &format!("127.0.0.1:{}", free_port()), &urls, true, ""),
-        &[],
-        None,
-    );
+    let mut w1 = d.spawn_worker("w1", &urls, true, "");
+    let _w2 = d.spawn_worker("w2", &urls, true, "");
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
@@ -808,26 +760,8 @@ fn tasks_move_to_the_other_holder() {
 fn a_restarted_control_plane_knows_its_nodes_at_once() {
     let d = Dir::new();
     d.stage_smollm2("w1");
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let mut cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
-    let _w1 = Proc::spawn(
-        "w1",
-        &d.worker(
-            "w1",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            true,
-            "",
-        ),
-        &[],
-        None,
-    );
+    let (mut cp, cp_url) = d.spawn_control("cp", "");
+    let _w1 = d.spawn_worker("w1", std::slice::from_ref(&cp_url), true, "");
     rt().block_on(async {
         let api = Api::new(&cp_url);
         api.wait_up().await;
@@ -958,18 +892,7 @@ fn tls_and_mutual_tls_between_nodes() {
         &[],
         None,
     );
-    let _w1 = Proc::spawn(
-        "w1",
-        &d.worker(
-            "w1",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            true,
-            &tls,
-        ),
-        &[],
-        None,
-    );
+    let _w1 = d.spawn_worker("w1", std::slice::from_ref(&cp_url), true, &tls);
     rt().block_on(async {
         let api = Api {
             base: cp_url.clone(),
@@ -1238,14 +1161,7 @@ fn lines_with_correlation(log: &str, id: &str) -> Vec<Value> {
 fn metrics_and_logs_of_the_cloud_roles() {
     let d = Dir::new();
     d.stage_smollm2("w1");
-    let cp_port = free_port();
-    let cp_url = format!("http://127.0.0.1:{cp_port}");
-    let cp = Proc::spawn(
-        "cp",
-        &d.control("cp", &format!("127.0.0.1:{cp_port}"), ""),
-        &[],
-        None,
-    );
+    let (cp, cp_url) = d.spawn_control("cp", "");
     let w1_url = format!("http://127.0.0.1:{}", free_port());
     let w1 = Proc::spawn(
         "w1",
@@ -1259,18 +1175,7 @@ fn metrics_and_logs_of_the_cloud_roles() {
         &[],
         None,
     );
-    let _w2 = Proc::spawn(
-        "w2",
-        &d.worker(
-            "w2",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            false,
-            "",
-        ),
-        &[],
-        None,
-    );
+    let _w2 = d.spawn_worker("w2", std::slice::from_ref(&cp_url), false, "");
     // Words that must never reach a log.
     let secret = "quokka zanzibar marmalade";
     let correlation = "corr-cloud-metrics-4711";
@@ -1447,18 +1352,7 @@ fn heartbeats_absorbed_while_serving() {
         .replace("level = \"info\"", "level = \"warn\"");
     std::fs::write(&cfg, text).unwrap();
     let _cp = Proc::spawn("cp", &cfg, &[], None);
-    let _w1 = Proc::spawn(
-        "w1",
-        &d.worker(
-            "w1",
-            &format!("127.0.0.1:{}", free_port()),
-            std::slice::from_ref(&cp_url),
-            true,
-            "",
-        ),
-        &[],
-        None,
-    );
+    let _w1 = d.spawn_worker("w1", std::slice::from_ref(&cp_url), true, "");
     let pools = |node: &str| {
         json!([{"pool_id": "default", "model_id": "bench-model", "model_digest": "abc",
                 "state": "ready", "ctx": 2048, "slots_total": 4, "slots_busy": node.len() % 4}])
