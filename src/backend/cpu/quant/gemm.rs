@@ -19,10 +19,15 @@ thread_local! {
 /// earlier call with the same epoch (its per-column tables), rather than
 /// derive it again for every chunk of rows.
 pub fn with_activation_epoch<R>(epoch: u64, f: impl FnOnce() -> R) -> R {
-    let prev = ACT_EPOCH.replace(epoch);
-    let r = f();
-    ACT_EPOCH.set(prev);
-    r
+    /// Puts the previous promise back, also when `f` panics.
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ACT_EPOCH.set(self.0);
+        }
+    }
+    let _restore = Restore(ACT_EPOCH.replace(epoch));
+    f()
 }
 
 /// The promise in force (see `with_activation_epoch`); 0: none.
