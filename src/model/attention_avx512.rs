@@ -7,7 +7,8 @@
 //!    FMA chains, GCC's reduction), times the scale;
 //! 2. the online-softmax bookkeeping, a scalar scan that yields each
 //!    position's `(ms, vs)` pair: the exponent of one of them is computed,
-//!    for the whole block at once, with `vec::exp_in_place` (libm's bits);
+//!    for the whole block at once, with `vec::exp_in_place`'s AVX-512 body
+//!    (libm's bits);
 //! 3. the F16 value accumulators, kept in registers as f32 values rounded
 //!    to F16 after every operation, as `ggml_vec_scale_f16` and
 //!    `ggml_vec_mad_f16` round them when they store.
@@ -15,9 +16,7 @@
 use core::arch::x86_64::*;
 
 use super::KvSpan;
-use crate::backend::cpu::vec;
-use crate::backend::cpu::vec::x86::reduce16;
-use crate::backend::cpu::Isa;
+use crate::backend::cpu::vec::x86::{exp_in_place_512, reduce16};
 
 /// Positions per block: the per-position arrays stay in L1.
 const BLK: usize = 256;
@@ -171,7 +170,7 @@ unsafe fn heads<const NH: usize>(
                     }
                 }
                 m[h] = mh;
-                vec::exp_in_place(Isa::Avx512, e);
+                exp_in_place_512(e);
                 let vs = &mut sc.vs[h * BLK..h * BLK + bn];
                 let mut sh = sum[h];
                 for (i, ((&x, msi), vsi)) in e.iter().zip(ms.iter_mut()).zip(vs).enumerate() {

@@ -490,12 +490,7 @@ impl Forward {
                 // The gated activation and its quantization, row by row
                 // (each row's SIMD body and tail as in ggml).
                 let k = lw.ffn_down.kernels(isa);
-                let stride = k
-                    .act_row_bytes(nff)
-                    .expect("activation rows are whole blocks");
-                if s.hq.len() < n_rows * stride {
-                    s.hq.resize(n_rows * stride, 0);
-                }
+                let stride = act_rows(&k, nff, n_rows, &mut s.hq);
                 let (h, hq) = (
                     SharedMut::new(&mut s.hidden[..n_rows * nff]),
                     SharedMut::new(&mut s.hq),
@@ -589,6 +584,18 @@ fn par_rows(
     pool.run_tasks(n_tasks, &|t| f(split_range(n_rows, t, n_tasks, 1)));
 }
 
+/// Sizes `buf` for `rows` activation rows of `n` elements in `k`'s format;
+/// returns the row stride.
+fn act_rows(k: &Kernels, n: usize, rows: usize, buf: &mut Vec<u8>) -> usize {
+    let stride = k
+        .act_row_bytes(n)
+        .expect("activation rows are whole blocks");
+    if buf.len() < rows * stride {
+        buf.resize(rows * stride, 0);
+    }
+    stride
+}
+
 /// Quantize `x` (rows of `n`) for kernels `k` into `out`; returns the row stride.
 fn quantize_rows(
     pool: &mut ThreadPool,
@@ -597,13 +604,8 @@ fn quantize_rows(
     n: usize,
     out: &mut Vec<u8>,
 ) -> usize {
-    let stride = k
-        .act_row_bytes(n)
-        .expect("activation rows are whole blocks");
     let rows = x.len() / n;
-    if out.len() < rows * stride {
-        out.resize(rows * stride, 0);
-    }
+    let stride = act_rows(k, n, rows, out);
     let o = SharedMut::new(out);
     par_rows(pool, rows, n, &|rr| {
         for r in rr {
@@ -631,13 +633,8 @@ fn block_input(
     k: &Kernels,
     xq: &mut Vec<u8>,
 ) -> usize {
-    let stride = k
-        .act_row_bytes(n)
-        .expect("activation rows are whole blocks");
     let rows = x.len() / n;
-    if xq.len() < rows * stride {
-        xq.resize(rows * stride, 0);
-    }
+    let stride = act_rows(k, n, rows, xq);
     let (xs, q) = (SharedMut::new(x), SharedMut::new(xq));
     par_rows(pool, rows, n, &|rr| {
         let mut tmp = vec![0.0f32; n];

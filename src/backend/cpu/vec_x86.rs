@@ -487,7 +487,7 @@ const EXP2F_TAB: [u64; 32] = [
 /// # Safety
 /// AVX-512 F/DQ/VL available.
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-pub(super) unsafe fn exp_in_place_512(x: &mut [f32]) {
+pub(crate) unsafe fn exp_in_place_512(x: &mut [f32]) {
     unsafe {
         let inv_ln2_n = _mm512_set1_pd(f64::from_bits(0x40471547652b82fe));
         let shift = _mm512_set1_pd(f64::from_bits(0x4338000000000000));
